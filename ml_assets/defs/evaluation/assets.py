@@ -1,0 +1,175 @@
+"""Holdout evaluation of the candidate against the tenant's current Production model."""
+
+
+import io
+import json
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from ml_assets.churn_data import FEATURES, LABEL
+from ml_assets.defs.registry import stages
+from ml_assets.metrics import binary_metrics
+from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.tenants import Tenant, tenant_partitions
+
+BEATS_BASELINE = "beats_baseline"
+REFERENCE_BASELINE = "logistic_regression_reference"
+
+
+class EvaluationConfig(dg.Config):
+    """The promotion gate: the candidate must beat the baseline on `metric` by `margin`."""
+
+    metric: Literal["roc_auc", "f1", "accuracy", "brier", "log_loss"] = "roc_auc"
+    margin: float = Field(0.0, ge=-1, le=1)
+
+
+LOWER_IS_BETTER = {"brier", "log_loss"}
+
+
+def _predict(model, frame: pd.DataFrame) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor(frame[FEATURES].to_numpy(), dtype=torch.float32)).numpy()
+
+
+def _reference_model(train: pd.DataFrame):
+    """Logistic regression on mean-imputed, standardized features: the no-frills reference."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression(max_iter=500))
+    return pipeline.fit(train[FEATURES], train[LABEL])
+
+
+def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
+              holdout: pd.DataFrame) -> tuple[str, np.ndarray]:
+    production = stages.version_with_alias(mlflow.client(), tenant, stages.PRODUCTION)
+    if production is not None:
+        import mlflow.pytorch as mlflow_pytorch
+
+        with mlflow.activated():
+            model = mlflow_pytorch.load_model(
+                f"models:/{tenant.registered_model_name}/{production.version}")
+        return f"production_v{production.version}", _predict(model, holdout)
+    reference = _reference_model(features[features["split"] == "train"])
+    return REFERENCE_BASELINE, reference.predict_proba(holdout[FEATURES])[:, 1]
+
+
+def _roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    for name, p in curves.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Holdout ROC")
+    ax.legend(loc="lower right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _markdown(candidate: dict[str, float], baseline: dict[str, float], baseline_name: str) -> str:
+    lines = [f"| metric | candidate | {baseline_name} |", "|---|---|---|"]
+    lines += [f"| {k} | {candidate[k]:.4f} | {baseline[k]:.4f} |" for k in candidate]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name="evaluation",
+    kinds={"mlflow", "pytorch"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            BEATS_BASELINE,
+            asset="evaluation_report",
+            blocking=True,
+            description="The candidate beats the baseline (current Production, else a logistic "
+            "regression reference) on the holdout by the configured margin; blocks registration.",
+        )
+    ],
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    training_features: pd.DataFrame,
+    trained_model: dict,
+    mlflow: MlflowRegistry,
+):
+    """Holdout metrics of the candidate and of the baseline on the same rows, as JSON, a
+    markdown table and a ROC plot, logged to the candidate's MLflow run."""
+    import mlflow.pytorch as mlflow_pytorch
+
+    tenant = Tenant.from_context(context)
+    run_id = trained_model["run_id"]
+    mlflow.tenant_run(tenant, run_id)
+    holdout = training_features[training_features["split"] == "holdout"]
+    y = holdout[LABEL].to_numpy()
+    with mlflow.activated():
+        candidate_model = mlflow_pytorch.load_model(trained_model["model_uri"])
+    p_candidate = _predict(candidate_model, holdout)
+    baseline_name, p_baseline = _baseline(mlflow, tenant, training_features, holdout)
+    candidate, baseline = binary_metrics(y, p_candidate), binary_metrics(y, p_baseline)
+
+    sign = -1.0 if config.metric in LOWER_IS_BETTER else 1.0
+    improvement = sign * (candidate[config.metric] - baseline[config.metric])
+    passed = bool(improvement >= config.margin)
+    report = {
+        "tenant": tenant.key, "run_id": run_id, "model_uri": trained_model["model_uri"],
+        "holdout_rows": len(holdout), "baseline": baseline_name,
+        "candidate": candidate, "baseline_metrics": baseline,
+        "gate": {"metric": config.metric, "margin": config.margin,
+                 "improvement": improvement, "passed": passed},
+    }
+    markdown = _markdown(candidate, baseline, baseline_name)
+    png = _roc_png(y, {"candidate": p_candidate, baseline_name: p_baseline})
+    client = mlflow.client()
+    client.log_text(run_id, json.dumps(report, indent=2), "evaluation/report.json")
+    client.log_text(run_id, markdown + "\n", "evaluation/report.md")
+    client.log_image(run_id, _png_image(png), "evaluation/roc.png")
+    for key, value in candidate.items():
+        client.log_metric(run_id, f"holdout_{key}", value)
+
+    yield dg.Output(
+        report,
+        metadata={
+            "baseline": baseline_name,
+            "holdout_rows": len(holdout),
+            **{f"holdout_{k}": dg.MetadataValue.float(v) for k, v in candidate.items()},
+            **{f"baseline_{k}": dg.MetadataValue.float(v) for k, v in baseline.items()},
+            "report": dg.MetadataValue.md(markdown),
+            "roc_plot": dg.MetadataValue.path(f"{run_id}/evaluation/roc.png"),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=BEATS_BASELINE,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "metric": config.metric,
+            "candidate_value": dg.MetadataValue.float(candidate[config.metric]),
+            "baseline_value": dg.MetadataValue.float(baseline[config.metric]),
+            "improvement": dg.MetadataValue.float(improvement),
+            "required_margin": dg.MetadataValue.float(config.margin),
+            "baseline": baseline_name,
+        },
+    )
+
+
+def _png_image(png: bytes):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))

@@ -1,0 +1,74 @@
+"""The tenant's model version in the MLflow Model Registry, staged through the stage layer."""
+
+
+import dagster as dg
+
+from ml_assets import __version__
+from ml_assets.defs.registry import stages
+from ml_assets.events import EventType
+from ml_assets.resources.events import LifecycleEvents
+from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.tenants import Tenant, tenant_partitions
+
+ACTOR = "dagster:registered_model"
+
+
+def register_version(mlflow: MlflowRegistry, tenant: Tenant, model_uri: str,
+                     tags: dict[str, str]):
+    """Create a version of the tenant's registered model, in stage None, with lineage tags."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.client()
+    name = tenant.registered_model_name
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, tags={"tenant": tenant.key},
+                                       description=f"Churn classifier of tenant {tenant.key}")
+    return client.create_model_version(name, source=model_uri, run_id=tags.get("run_id"),
+                                       tags={**tags, stages.STAGE_TAG: stages.NONE})
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name="registry",
+    kinds={"mlflow"},
+)
+def registered_model(
+    context: dg.AssetExecutionContext,
+    trained_model: dict,
+    evaluation_report: dict,
+    mlflow: MlflowRegistry,
+    events: LifecycleEvents,
+) -> dg.Output[dict]:
+    """A new version of the tenant's registered model, in Staging, tagged with its lineage
+    (MLflow run, data version, code version, evaluation). Runs only if `beats_baseline` passed."""
+    tenant = Tenant.from_context(context)
+    mlflow.tenant_run(tenant, trained_model["run_id"])
+    tags = {
+        "tenant": tenant.key,
+        "run_id": trained_model["run_id"],
+        "data_version": trained_model["data_version"],
+        "code_version": __version__,
+        "dagster_run_id": context.run_id,
+        "baseline": evaluation_report["baseline"],
+        "holdout_roc_auc": f"{evaluation_report['candidate']['roc_auc']:.4f}",
+    }
+    version = register_version(mlflow, tenant, trained_model["model_uri"], tags)
+    # Registered in stage None is a whole state (internal, never served): if staging fails the
+    # version stays there, announced, rather than half-moved.
+    events.emit(EventType.MODEL_REGISTERED, tenant, model=version.name,
+                version=str(version.version), run_id=trained_model["run_id"], stage=stages.NONE)
+    version = stages.transition(mlflow.client(), events, tenant, version.version, stages.STAGING,
+                                reason="passed beats_baseline", actor=ACTOR)
+    return dg.Output(
+        {"name": version.name, "version": str(version.version), "stage": stages.STAGING,
+         "model_uri": f"models:/{version.name}/{version.version}",
+         "run_id": trained_model["run_id"]},
+        metadata={
+            "registered_model": version.name,
+            "version": str(version.version),
+            "stage": stages.STAGING,
+            "mlflow_run_id": trained_model["run_id"],
+        },
+    )

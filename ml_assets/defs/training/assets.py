@@ -1,0 +1,128 @@
+"""The tenant's churn classifier, trained on Ray and tracked in MLflow."""
+
+
+import dagster as dg
+import pandas as pd
+
+from ml_assets.churn_data import FEATURES, LABEL
+from ml_assets.defs.features.assets import content_hash
+from ml_assets.defs.training.config import ExperimentConfig
+from ml_assets.events import EventType
+from ml_assets.resources.events import LifecycleEvents
+from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.resources.object_store import ObjectStore
+from ml_assets.resources.ray import RayCluster
+from ml_assets.tenants import Tenant, tenant_partitions
+
+MODEL_TYPE = "pytorch-mlp"
+MODEL_ARTIFACT = "model"
+
+
+def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: ExperimentConfig,
+               example: pd.DataFrame) -> str:
+    """Log the served model (preprocessing inside) with signature and input example."""
+    import mlflow as mlflow_api
+    import torch
+    from mlflow import pytorch as mlflow_pytorch
+    from mlflow.models import infer_signature
+
+    from ml_assets.churn_model import ChurnMLP, ChurnModel
+
+    mlp = ChurnMLP(len(FEATURES), config.hidden_sizes, config.dropout)
+    mlp.load_state_dict(state["model"])
+    model = ChurnModel(mlp, torch.from_numpy(data.impute), torch.from_numpy(data.mean),
+                       torch.from_numpy(data.std)).eval()
+    with torch.no_grad():
+        output = model(torch.tensor(example.to_numpy(), dtype=torch.float32)).numpy()
+    with mlflow.activated(), mlflow_api.start_run(run_id=run_id, log_system_metrics=False):
+        info = mlflow_pytorch.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=infer_signature(example, output),
+            input_example=example,
+            # pt2 (MLflow 3's default) needs tensor examples and fixes shapes; pickle keeps the
+            # named-column signature. ml_assets is installed wherever the model is loaded.
+            serialization_format="pickle",
+        )
+    return info.model_uri
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name="training",
+    kinds={"ray", "pytorch", "mlflow"},
+)
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: ExperimentConfig,
+    training_features: pd.DataFrame,
+    ray: RayCluster,
+    mlflow: MlflowRegistry,
+    object_store: ObjectStore,
+    events: LifecycleEvents,
+) -> dg.Output[dict]:
+    """An MLP churn classifier trained with Ray Train (DDP) on the tenant's train split; every
+    epoch's validation metrics go to MLflow and its checkpoint to the tenant's object-store
+    prefix. The model is logged to MLflow with its signature and preprocessing inside."""
+    from ml_assets.defs.training import ray_training
+
+    tenant = Tenant.from_context(context)
+    data_version = content_hash(training_features)
+    run_name = f"{config.experiment_name}-{context.run_id[:8]}"
+    run_id = mlflow.start_run(tenant, run_name, tags={
+        "experiment_name": config.experiment_name,
+        "model_type": MODEL_TYPE,
+        "data_version": data_version,
+        "dagster_run_id": context.run_id,
+    })
+    client = mlflow.client()
+    for key, value in config.model_dump().items():
+        client.log_param(run_id, key, value)
+    events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
+                experiment_name=config.experiment_name, data_version=data_version)
+    try:
+        ray.connect()
+        data = ray_training.preprocess(training_features)
+        result = ray_training.fit(
+            data,
+            {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id},
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            storage_path=object_store.path(tenant, "checkpoints"),
+            storage_filesystem=object_store.filesystem(),
+            run_name=run_name,
+        )
+        history = result.metrics_dataframe
+        log_lines = [
+            f"epoch {int(r.epoch) + 1}/{config.epochs} train_loss={r.train_loss:.4f} "
+            f"val_loss={r.val_loss:.4f} val_accuracy={r.val_accuracy:.4f} "
+            f"val_f1={r.val_f1:.4f} val_roc_auc={r.val_roc_auc:.4f}"
+            for r in history.itertuples()
+        ]
+        for line in log_lines:
+            context.log.info(line)
+        client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
+        example = training_features.loc[training_features["split"] == "train", FEATURES].head(5)
+        model_uri = _log_model(mlflow, run_id, ray_training.load_state(result.checkpoint), data,
+                               config, example.reset_index(drop=True))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    final = {k: float(v) for k, v in result.metrics.items() if k.startswith(("val_", "train_"))}
+    events.emit(EventType.MODEL_TRAINING_COMPLETED, tenant, run_id=run_id, model_uri=model_uri,
+                metrics=final)
+    checkpoints = object_store.list(tenant, "checkpoints", run_name)
+    return dg.Output(
+        {"run_id": run_id, "model_uri": model_uri, "data_version": data_version,
+         "metrics": final, "checkpoint_dir": object_store.uri(tenant, "checkpoints", run_name)},
+        metadata={
+            "mlflow_run_id": run_id,
+            "model_uri": model_uri,
+            "epochs": len(log_lines),
+            "checkpoints": len([k for k in checkpoints if k.endswith(ray_training.STATE_FILE)]),
+            **{k: dg.MetadataValue.float(v) for k, v in final.items()},
+            "training_log": dg.MetadataValue.md("```\n" + "\n".join(log_lines) + "\n```"),
+        },
+    )
+

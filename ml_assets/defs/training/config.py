@@ -1,0 +1,29 @@
+"""The experiment configuration: one pydantic model for the assets, the CLI and the API."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+
+class ExperimentConfig(dg.Config):
+    """Hyperparameters and scale of one training run of a tenant's churn classifier."""
+
+    experiment_name: str = Field("churn-mlp", min_length=1, max_length=100)
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Adam learning rate")
+    batch_size: int = Field(64, ge=1, le=65536)
+    epochs: int = Field(8, ge=1, le=1000)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 32],
+                                    description="width of each hidden layer")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    num_workers: int = Field(2, ge=1, le=256, description="Ray Train workers (DDP ranks)")
+    use_gpu: bool = False
+    seed: int = 0
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_layers(cls, value: list[int]) -> list[int]:
+        if not value or any(size < 1 for size in value):
+            raise ValueError(f"hidden_sizes must be a non-empty list of positive ints, got {value}")
+        return value

@@ -1,0 +1,160 @@
+"""Distributed training on Ray: Ray Data preprocessing, Ray Train DDP, per-epoch checkpoints."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_assets.churn_data import FEATURES, LABEL
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class Preprocessed:
+    train: Any  # ray.data.Dataset of {"features": float32[F], LABEL: float32}
+    validation: Any
+    impute: np.ndarray  # per-feature fill value, fitted on the training split
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def preprocess(features: pd.DataFrame) -> Preprocessed:
+    """Fit imputer + scaler on the training split only and transform every split in Ray Data."""
+    import ray.data
+    from ray.data.preprocessors import Chain, Concatenator, SimpleImputer, StandardScaler
+
+    columns = [*FEATURES, LABEL]
+
+    def split(name: str) -> ray.data.Dataset:
+        frame = features.loc[features["split"] == name, columns].astype("float32")
+        return ray.data.from_pandas(frame.reset_index(drop=True))
+
+    imputer, scaler = SimpleImputer(FEATURES, strategy="mean"), StandardScaler(FEATURES)
+    chain = Chain(imputer, scaler,
+                  Concatenator(FEATURES, output_column_name="features", dtype=np.float32))
+    chain.fit(split("train"))
+    return Preprocessed(
+        train=chain.transform(split("train")),
+        validation=chain.transform(split("validation")),
+        impute=np.array([imputer.stats_[f"mean({c})"] for c in FEATURES], dtype=np.float32),
+        mean=np.array([scaler.stats_[f"mean({c})"] for c in FEATURES], dtype=np.float32),
+        std=np.array([scaler.stats_[f"std({c})"] for c in FEATURES], dtype=np.float32),
+    )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One DDP rank. Resumes from the latest checkpoint; rank 0 logs each epoch to MLflow."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from ml_assets.churn_model import ChurnMLP
+    from ml_assets.metrics import binary_metrics
+
+    torch.manual_seed(config["seed"])
+    rank = ray.train.get_context().get_world_rank()
+    model = ChurnMLP(len(FEATURES), config["hidden_sizes"], config["dropout"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
+                                 weight_decay=config["weight_decay"])
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    train_shard = ray.train.get_dataset_shard("train")
+    validation = ray.train.get_dataset_shard("validation")
+    client = None
+    if rank == 0:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=config["tracking_uri"])
+
+    for epoch in range(start_epoch, config["epochs"]):
+        model.train()
+        total, rows = 0.0, 0
+        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"],
+                                                    dtypes=torch.float32):
+            optimizer.zero_grad()
+            loss = loss_fn(model(batch["features"]), batch[LABEL])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch[LABEL])
+            rows += len(batch[LABEL])
+        model.eval()
+        labels, probs = [], []
+        with torch.no_grad():
+            for batch in validation.iter_torch_batches(batch_size=4096, dtypes=torch.float32):
+                labels.append(batch[LABEL].numpy())
+                probs.append(torch.sigmoid(model(batch["features"])).numpy())
+        y, p = np.concatenate(labels), np.concatenate(probs)
+        scores = binary_metrics(y, p)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total / max(rows, 1),
+            "val_loss": scores["log_loss"],
+            **{f"val_{k}": v for k, v in scores.items() if k != "log_loss"},
+        }
+        if rank != 0:
+            ray.train.report(metrics)
+            continue
+        from mlflow.entities import Metric
+
+        now = int(pd.Timestamp.now().timestamp() * 1000)
+        client.log_batch(config["run_id"], metrics=[
+            Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"
+        ])
+        with tempfile.TemporaryDirectory() as directory:
+            unwrapped = model.module if hasattr(model, "module") else model
+            torch.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch}, Path(directory) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=f"epoch_{epoch:04d}")
+
+
+def fit(
+    data: Preprocessed,
+    loop_config: dict[str, Any],
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    storage_path: str,
+    storage_filesystem: Any,
+    run_name: str,
+    max_failures: int = 0,
+) -> Any:
+    """Run the TorchTrainer; checkpoints of every epoch go to storage_path/run_name."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        datasets={"train": data.train, "validation": data.validation},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def load_state(checkpoint: Any) -> dict[str, Any]:
+    import torch
+
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, weights_only=True)

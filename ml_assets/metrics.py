@@ -1,0 +1,23 @@
+"""Binary-classification metrics shared by training (per epoch) and evaluation (holdout)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def binary_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true).astype(int)
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    y_pred = (p >= threshold).astype(int)
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "precision": float(metrics.precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(metrics.recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(metrics.f1_score(y_true, y_pred, zero_division=0)),
+        "roc_auc": float(metrics.roc_auc_score(y_true, p)) if both_classes else float("nan"),
+        "log_loss": float(metrics.log_loss(y_true, p, labels=[0, 1])),
+        "brier": float(metrics.brier_score_loss(y_true, p)),
+    }

@@ -1,0 +1,38 @@
+"""One ConfigurableResource per external system, and the choice of them per environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from ml_assets.resources.events import LifecycleEvents
+from ml_assets.resources.feast import FeastStore
+from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.resources.object_store import ObjectStore
+from ml_assets.resources.ray import RayCluster, ServeEndpoint
+from ml_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    """Resources for the settings: embedded defaults, or the servers the settings name."""
+    object_store = ObjectStore(root=str(settings.objects_dir))
+    if settings.s3_endpoint:
+        object_store = ObjectStore(
+            root=str(settings.objects_dir),
+            endpoint=settings.s3_endpoint,
+            bucket=settings.s3_bucket,
+            access_key=dg.EnvVar("ML_ASSETS_S3_ACCESS_KEY"),
+            secret_key=dg.EnvVar("ML_ASSETS_S3_SECRET_KEY"),
+        )
+    return {
+        "feast": FeastStore(root_dir=str(settings.feast_dir),
+                            raw_data_dir=str(settings.raw_data_dir)),
+        "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus),
+        "mlflow": MlflowRegistry(tracking_uri=settings.mlflow_tracking_uri,
+                                 artifact_root=settings.mlflow_artifact_root),
+        "object_store": object_store,
+        "events": LifecycleEvents(outbox_path=str(settings.outbox_path)),
+        "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
+    }

@@ -1,0 +1,92 @@
+"""Object store for checkpoints and artifacts: a local directory, or a bucket on an S3 API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from ml_assets.tenants import Tenant
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+
+class ObjectStore(dg.ConfigurableResource):
+    """Every key lives under the tenant's prefix; no method takes a path outside it."""
+
+    root: str  # local directory, used when no endpoint is set
+    endpoint: str | None = None  # e.g. http://127.0.0.1:9000 (MinIO, or the tests' S3 server)
+    bucket: str = "ml-assets"
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = "us-east-1"
+
+    @property
+    def is_s3(self) -> bool:
+        return self.endpoint is not None
+
+    def filesystem(self) -> pyarrow.fs.FileSystem:
+        """The pyarrow filesystem Ray Train writes checkpoints through."""
+        import pyarrow.fs
+
+        if not self.is_s3:
+            return pyarrow.fs.LocalFileSystem()
+        scheme, _, host = self.endpoint.partition("://")
+        return pyarrow.fs.S3FileSystem(
+            endpoint_override=host,
+            scheme=scheme,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=self.region,
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket (S3) or root directory (local) if missing: deployment bootstrap."""
+        if not self.is_s3:
+            from pathlib import Path
+
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            return
+        from minio import Minio
+
+        scheme, _, host = self.endpoint.partition("://")
+        client = Minio(host, self.access_key, self.secret_key, secure=scheme == "https",
+                       region=self.region)
+        if not client.bucket_exists(self.bucket):
+            client.make_bucket(self.bucket)
+
+    def path(self, tenant: Tenant, *parts: str) -> str:
+        """A path in `filesystem()` under the tenant's prefix."""
+        for part in parts:
+            if part.startswith("/") or ".." in part.split("/"):
+                raise ValueError(f"object key part {part!r} escapes the tenant prefix")
+        base = self.bucket if self.is_s3 else self.root.rstrip("/")
+        return "/".join([base, tenant.prefix, *[p.strip("/") for p in parts if p]])
+
+    def uri(self, tenant: Tenant, *parts: str) -> str:
+        return f"s3://{self.path(tenant, *parts)}" if self.is_s3 else self.path(tenant, *parts)
+
+    def list(self, tenant: Tenant, *parts: str) -> list[str]:
+        """Keys (relative to the tenant prefix) of the files under parts."""
+        import pyarrow.fs
+
+        fs, base = self.filesystem(), self.path(tenant)
+        selector = pyarrow.fs.FileSelector(self.path(tenant, *parts), recursive=True,
+                                           allow_not_found=True)
+        return sorted(
+            info.path[len(base) + 1:]
+            for info in fs.get_file_info(selector)
+            if info.type == pyarrow.fs.FileType.File
+        )
+
+    def put_bytes(self, tenant: Tenant, key: str, data: bytes) -> str:
+        fs, path = self.filesystem(), self.path(tenant, key)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return path
+
+    def get_bytes(self, tenant: Tenant, key: str) -> bytes:
+        with self.filesystem().open_input_stream(self.path(tenant, key)) as src:
+            return src.read()

@@ -1,0 +1,76 @@
+"""The one place that reads environment variables: where state lives and where servers are.
+
+Every value has an embedded default under a project-local state folder, so `make demo` needs no
+server; pointing a variable at a real server changes configuration only, never code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    state_dir: Path
+    ray_address: str | None
+    ray_num_cpus: int
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str | None
+    s3_endpoint: str | None
+    s3_bucket: str
+    kafka_bootstrap: str | None
+    serve_host: str
+    serve_port: int
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_dir / "dagster"
+
+    @property
+    def raw_data_dir(self) -> Path:
+        return self.state_dir / "raw"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.state_dir / "feast"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.state_dir / "objects"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.state_dir / "outbox.db"
+
+    @property
+    def io_dir(self) -> Path:
+        return self.state_dir / "io"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment (or the mapping given), with embedded defaults."""
+    env = os.environ if environ is None else environ
+    state_dir = Path(env.get("ML_ASSETS_STATE_DIR", PROJECT_ROOT / ".ml_assets")).resolve()
+    mlflow_dir = state_dir / "mlflow"
+    return Settings(
+        env=env.get("ML_ASSETS_ENV", "local"),
+        state_dir=state_dir,
+        ray_address=env.get("RAY_ADDRESS") or None,
+        ray_num_cpus=int(env.get("ML_ASSETS_RAY_NUM_CPUS", "4")),
+        mlflow_tracking_uri=env.get(
+            "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+        ),
+        mlflow_artifact_root=env.get(
+            "ML_ASSETS_MLFLOW_ARTIFACT_ROOT", (mlflow_dir / "artifacts").as_uri()
+        ),
+        s3_endpoint=env.get("ML_ASSETS_S3_ENDPOINT") or None,
+        s3_bucket=env.get("ML_ASSETS_S3_BUCKET", "ml-assets"),
+        kafka_bootstrap=env.get("ML_ASSETS_KAFKA_BOOTSTRAP") or None,
+        serve_host=env.get("ML_ASSETS_SERVE_HOST", "127.0.0.1"),
+        serve_port=int(env.get("ML_ASSETS_SERVE_PORT", "8001")),
+    )

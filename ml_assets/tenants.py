@@ -1,0 +1,71 @@
+"""Tenant partitions and the tenant context: the names and prefixes one tenant may touch."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import dagster as dg
+
+TENANT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
+
+tenant_partitions = dg.DynamicPartitionsDefinition(name="tenant")
+
+
+class InvalidTenantError(ValueError):
+    """A tenant key that does not match TENANT_PATTERN or is not registered."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A validated tenant key and every name derived from it."""
+
+    key: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not TENANT_PATTERN.fullmatch(self.key):
+            raise InvalidTenantError(
+                f"invalid tenant {self.key!r}: expected {TENANT_PATTERN.pattern} "
+                "(lowercase letter, then 1-39 lowercase letters, digits or '-')"
+            )
+
+    @classmethod
+    def from_context(cls, context: dg.AssetExecutionContext) -> Tenant:
+        return cls(context.partition_key)
+
+    @property
+    def experiment_name(self) -> str:
+        return f"ml_assets/{self.key}"
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"{self.key}-churn"
+
+    @property
+    def prefix(self) -> str:
+        """Object-store prefix: everything of this tenant lives under it."""
+        return f"tenants/{self.key}"
+
+    @property
+    def feast_project(self) -> str:
+        return "t_" + self.key.replace("-", "_")
+
+    @property
+    def serve_app_name(self) -> str:
+        return f"churn-{self.key}"
+
+    @property
+    def route_prefix(self) -> str:
+        return f"/v1/{self.key}"
+
+
+def add_tenant(instance: dg.DagsterInstance, key: str) -> Tenant:
+    """Validate and register a tenant partition (idempotent)."""
+    tenant = Tenant(key)
+    if not instance.has_dynamic_partition(tenant_partitions.name, tenant.key):
+        instance.add_dynamic_partitions(tenant_partitions.name, [tenant.key])
+    return tenant
+
+
+def registered_tenants(instance: dg.DagsterInstance) -> list[str]:
+    return list(instance.get_dynamic_partitions(tenant_partitions.name))
