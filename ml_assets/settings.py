@@ -48,8 +48,18 @@ class Settings:
         return self.state_dir / "outbox.db"
 
     @property
+    def ray_address_file(self) -> Path:
+        return self.state_dir / "ray" / "address"
+
+    @property
     def io_dir(self) -> Path:
         return self.state_dir / "io"
+
+
+def _local_head_address(state_dir: Path) -> str | None:
+    """The address of the Ray head `ml-assets ray up` started for this state folder, if any."""
+    path = state_dir / "ray" / "address"
+    return path.read_text().strip() or None if path.exists() else None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -60,7 +70,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         env=env.get("ML_ASSETS_ENV", "local"),
         state_dir=state_dir,
-        ray_address=env.get("RAY_ADDRESS") or None,
+        ray_address=env.get("RAY_ADDRESS") or _local_head_address(state_dir),
         ray_num_cpus=int(env.get("ML_ASSETS_RAY_NUM_CPUS", "4")),
         mlflow_tracking_uri=env.get(
             "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"

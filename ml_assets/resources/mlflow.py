@@ -6,7 +6,6 @@ Our own resource rather than dagster-mlflow's `mlflow_tracking`: that one is op-
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -14,8 +13,6 @@ import dagster as dg
 from ml_assets.tenants import Tenant
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
@@ -31,19 +28,13 @@ class MlflowRegistry(dg.ConfigurableResource):
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    @contextmanager
-    def activated(self) -> Iterator[None]:
-        """Point MLflow's fluent API (log_model, log_artifact) at this server."""
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # MLflow's fluent API (log_model, load_model, register) and its internal clients read
+        # the process-global URIs; a step process talks to one server, so set them once here.
         import mlflow
 
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        try:
-            yield
-        finally:
-            if previous is not None:
-                mlflow.set_tracking_uri(previous)
 
     def experiment_id(self, tenant: Tenant) -> str:
         client = self.client()

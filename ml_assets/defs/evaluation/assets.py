@@ -54,9 +54,8 @@ def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
     if production is not None:
         import mlflow.pytorch as mlflow_pytorch
 
-        with mlflow.activated():
-            model = mlflow_pytorch.load_model(
-                f"models:/{tenant.registered_model_name}/{production.version}")
+        model = mlflow_pytorch.load_model(
+            f"models:/{tenant.registered_model_name}/{production.version}")
         return f"production_v{production.version}", _predict(model, holdout)
     reference = _reference_model(features[features["split"] == "train"])
     return REFERENCE_BASELINE, reference.predict_proba(holdout[FEATURES])[:, 1]
@@ -118,8 +117,7 @@ def evaluation_report(
     mlflow.tenant_run(tenant, run_id)
     holdout = training_features[training_features["split"] == "holdout"]
     y = holdout[LABEL].to_numpy()
-    with mlflow.activated():
-        candidate_model = mlflow_pytorch.load_model(trained_model["model_uri"])
+    candidate_model = mlflow_pytorch.load_model(trained_model["model_uri"])
     p_candidate = _predict(candidate_model, holdout)
     baseline_name, p_baseline = _baseline(mlflow, tenant, training_features, holdout)
     candidate, baseline = binary_metrics(y, p_candidate), binary_metrics(y, p_baseline)

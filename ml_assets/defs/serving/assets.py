@@ -36,12 +36,12 @@ def post_json(url: str, body: dict, timeout: float = 30) -> tuple[int, dict, dic
         return exc.code, dict(exc.headers), json.loads(exc.read() or b"{}")
 
 
-def _input_example(mlflow: MlflowRegistry, model_uri: str) -> list[dict]:
+def input_example(model_uri: str) -> list[dict]:
+    """The rows the model was logged with, as JSON records: the smoke test's requests."""
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
-    with mlflow.activated():
-        local = download_artifacts(model_uri)
+    local = download_artifacts(model_uri)
     example = Model.load(local).load_input_example(local)
     return json.loads(example.to_json(orient="records"))
 
@@ -72,7 +72,7 @@ def deployed_endpoint(
             f"only {sorted(stages.SERVABLE)} versions are deployed"
         )
     model_uri = f"models:/{version.name}/{version.version}"
-    rows = _input_example(mlflow, model_uri)
+    rows = input_example(model_uri)
 
     ray.connect()
     from ray import serve

@@ -34,7 +34,7 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
                        torch.from_numpy(data.std)).eval()
     with torch.no_grad():
         output = model(torch.tensor(example.to_numpy(), dtype=torch.float32)).numpy()
-    with mlflow.activated(), mlflow_api.start_run(run_id=run_id, log_system_metrics=False):
+    with mlflow_api.start_run(run_id=run_id, log_system_metrics=False):
         info = mlflow_pytorch.log_model(
             model,
             name=MODEL_ARTIFACT,
@@ -102,7 +102,7 @@ def trained_model(
         for line in log_lines:
             context.log.info(line)
         client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
-        example = training_features.loc[training_features["split"] == "train", FEATURES].head(5)
+        example = training_features.loc[training_features["split"] == "train", FEATURES].dropna().head(5)
         model_uri = _log_model(mlflow, run_id, ray_training.load_state(result.checkpoint), data,
                                config, example.reset_index(drop=True))
     except BaseException:

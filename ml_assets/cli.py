@@ -1,0 +1,184 @@
+"""`ml-assets`: add tenants, run the local Ray head, run the demo and print what it made."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from ml_assets import churn_data
+from ml_assets.settings import PROJECT_ROOT, Settings, load_settings
+from ml_assets.tenants import Tenant
+
+
+def _instance(settings: Settings):
+    import dagster as dg
+
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    config = settings.dagster_home / "dagster.yaml"
+    if not config.exists():
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", config)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return dg.DagsterInstance.get()
+
+
+def tenant_add(settings: Settings, key: str, spec: churn_data.ChurnDataSpec,
+               regenerate: bool = False) -> Tenant:
+    """Register the tenant partition and write its source data (unless it already exists)."""
+    from ml_assets.tenants import add_tenant
+
+    tenant = Tenant(key)
+    if regenerate or not (settings.raw_data_dir / tenant.key).exists():
+        churn_data.write(tenant.key, spec, settings.raw_data_dir)
+    with _instance(settings) as instance:
+        add_tenant(instance, tenant.key)
+    return tenant
+
+
+def _reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ray_up(settings: Settings) -> str:
+    """Start (or reuse) the local Ray head every step of this state folder connects to."""
+    if settings.ray_address and _reachable(settings.ray_address):
+        return settings.ray_address
+    port = _free_port()  # not 6379, Ray's default: Redis holds it on these machines
+    subprocess.run(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
+         "--node-ip-address=127.0.0.1", f"--num-cpus={settings.ray_num_cpus}",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        check=True, stdout=subprocess.DEVNULL, env=_ray_env(),
+    )
+    address = f"127.0.0.1:{port}"
+    settings.ray_address_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.ray_address_file.write_text(address)
+    return address
+
+
+def _ray_env() -> dict[str, str]:
+    # Token auth on: the head writes ~/.ray/auth_token, and clients must say they use it.
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+def ray_down(settings: Settings) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False)
+    settings.ray_address_file.unlink(missing_ok=True)
+
+
+def materialize(settings: Settings, tenant: Tenant, ray_address: str) -> None:
+    env = {**_ray_env(), "RAY_ADDRESS": ray_address, "DAGSTER_HOME": str(settings.dagster_home)}
+    subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "job", "execute",
+         "-m", "ml_assets.definitions", "-j", "churn_model_job",
+         "--tags", json.dumps({"dagster/partition": tenant.key})],
+        check=True, env=env, cwd=PROJECT_ROOT,
+    )
+
+
+def summary(settings: Settings, tenant: Tenant) -> str:
+    """What the graph made for the tenant: version, stage, metrics, endpoint and a curl."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from ml_assets.defs.registry import stages
+    from ml_assets.defs.serving.assets import input_example
+    from ml_assets.resources import build_resources
+
+    resources = build_resources(settings)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    versions = client.search_model_versions(f"name = '{tenant.registered_model_name}'")
+    if not versions:
+        return f"tenant {tenant.key!r} has no registered model yet"
+    latest = max(versions, key=lambda v: int(v.version))
+    run = client.get_run(latest.run_id)
+    metrics = {k: round(v, 4) for k, v in sorted(run.data.metrics.items())
+               if k.startswith("holdout_")}
+    url = resources["serve_endpoint"].url(tenant)
+    row = input_example(f"models:/{latest.name}/{latest.version}")[0]
+    body = json.dumps({"rows": [row]})
+    return "\n".join([
+        f"tenant:           {tenant.key}",
+        f"registered model: {latest.name} version {latest.version} "
+        f"(stage {stages.stage_of(latest)})",
+        f"holdout metrics:  {json.dumps(metrics)}",
+        f"mlflow run:       {latest.run_id}",
+        f"endpoint:         POST {url}",
+        "try it:",
+        f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{body}'",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    tenant = commands.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="action", required=True)
+    add = tenant.add_parser("add", help="register a tenant and generate its source data")
+    add.add_argument("name")
+    add.add_argument("--customers", type=int, default=2000)
+    add.add_argument("--churn-rate", type=float, default=0.25)
+    add.add_argument("--drift", type=float, default=0.0)
+    add.add_argument("--seed", type=int, default=7)
+    add.add_argument("--regenerate", action="store_true", help="overwrite existing source data")
+    tenant.add_parser("list", help="registered tenants")
+    ray = commands.add_parser("ray", help="the local Ray head").add_subparsers(
+        dest="action", required=True)
+    ray.add_parser("up")
+    ray.add_parser("down")
+    demo = commands.add_parser("demo", help="run the whole graph for a demo tenant")
+    demo.add_argument("--tenant", default="demo")
+    show = commands.add_parser("summary", help="what the graph made for a tenant")
+    show.add_argument("tenant")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+
+    try:
+        if args.command == "tenant" and args.action == "add":
+            spec = churn_data.ChurnDataSpec(customers=args.customers, churn_rate=args.churn_rate,
+                                            drift=args.drift, seed=args.seed)
+            print(f"tenant {tenant_add(settings, args.name, spec, args.regenerate).key} ready")
+        elif args.command == "tenant":
+            from ml_assets.tenants import registered_tenants
+
+            with _instance(settings) as instance:
+                print("\n".join(registered_tenants(instance)))
+        elif args.command == "ray" and args.action == "up":
+            print(ray_up(settings))
+        elif args.command == "ray":
+            ray_down(settings)
+        elif args.command == "demo":
+            demo_tenant = tenant_add(settings, args.tenant, churn_data.ChurnDataSpec())
+            materialize(settings, demo_tenant, ray_up(settings))
+            print(summary(load_settings(), demo_tenant))
+        elif args.command == "summary":
+            print(summary(settings, Tenant(args.tenant)))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ml-assets: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"ml-assets: {' '.join(exc.cmd[:3])}... failed with exit {exc.returncode}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
