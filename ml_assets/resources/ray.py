@@ -22,6 +22,7 @@ class RayCluster(dg.ConfigurableResource):
             ray.init(address=self.address, log_to_driver=False)
         else:
             ray.init(
+                address="local",  # a new cluster, never one that happens to run on this machine
                 num_cpus=self.num_cpus,
                 include_dashboard=False,
                 log_to_driver=False,

@@ -50,7 +50,7 @@ def registered_model(
         "run_id": trained_model["run_id"],
         "data_version": trained_model["data_version"],
         "code_version": __version__,
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
         "baseline": evaluation_report["baseline"],
         "holdout_roc_auc": f"{evaluation_report['candidate']['roc_auc']:.4f}",
     }

@@ -33,7 +33,11 @@ def post_json(url: str, body: dict, timeout: float = 30) -> tuple[int, dict, dic
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read() or b"{}")
+        raw = exc.read()
+        try:
+            return exc.code, dict(exc.headers), json.loads(raw)
+        except json.JSONDecodeError:  # e.g. the Serve proxy's plain-text 404
+            return exc.code, dict(exc.headers), {"error": raw.decode(errors="replace")}
 
 
 def input_example(model_uri: str) -> list[dict]:

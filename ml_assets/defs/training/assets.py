@@ -68,12 +68,12 @@ def trained_model(
 
     tenant = Tenant.from_context(context)
     data_version = content_hash(training_features)
-    run_name = f"{config.experiment_name}-{context.run_id[:8]}"
+    run_name = f"{config.experiment_name}-{context.run.run_id[:8]}"
     run_id = mlflow.start_run(tenant, run_name, tags={
         "experiment_name": config.experiment_name,
         "model_type": MODEL_TYPE,
         "data_version": data_version,
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
     })
     client = mlflow.client()
     for key, value in config.model_dump().items():

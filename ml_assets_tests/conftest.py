@@ -1,0 +1,123 @@
+"""Shared fixtures: a throw-away state folder, one Ray per test session, a Dagster instance."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ml_assets import churn_data
+from ml_assets.resources import build_resources
+from ml_assets.settings import Settings, load_settings
+
+TENANTS = ("acme", "globex")
+TEST_SPEC = churn_data.ChurnDataSpec(customers=1000)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    state = tmp_path_factory.mktemp("state")
+    return load_settings({"ML_ASSETS_STATE_DIR": str(state),
+                          "ML_ASSETS_SERVE_PORT": str(free_port())})
+
+
+@pytest.fixture(scope="session")
+def resources(settings: Settings) -> dict:
+    return build_resources(settings)
+
+
+@pytest.fixture(scope="session")
+def tenant_data(settings: Settings) -> Path:
+    for tenant in TENANTS:
+        churn_data.write(tenant, TEST_SPEC, settings.raw_data_dir)
+    return settings.raw_data_dir
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(resources: dict) -> Iterator[None]:
+    """One local Ray (and Serve, once started) for the whole session: start-up costs ~10-20 s."""
+    import ray
+
+    resources["ray"].connect()
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("dagster"))) as inst:
+        inst.add_dynamic_partitions("tenant", list(TENANTS))
+        yield inst
+
+
+EPOCHS = 5
+
+
+def graph_assets() -> list[dg.AssetsDefinition]:
+    from ml_assets.defs.evaluation.assets import evaluation_report
+    from ml_assets.defs.features.assets import training_features
+    from ml_assets.defs.registry.assets import registered_model
+    from ml_assets.defs.serving.assets import deployed_endpoint
+    from ml_assets.defs.training.assets import trained_model
+
+    return [training_features, trained_model, evaluation_report, registered_model,
+            deployed_endpoint]
+
+
+def run_config(**trained_model: object) -> dict:
+    return {"ops": {"trained_model": {"config": {"epochs": EPOCHS, **trained_model}}}}
+
+
+def materialize(instance: dg.DagsterInstance, resources: dict, tenant: str,
+                selection: list[str] | None = None, config: dict | None = None,
+                raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    if config is None:
+        trains = selection is None or "trained_model" in selection
+        config = run_config() if trains else {}
+    return dg.materialize(
+        graph_assets(),
+        selection=selection,
+        partition_key=tenant,
+        instance=instance,
+        resources=resources,
+        run_config=config,
+        raise_on_error=raise_on_error,
+    )
+
+
+@pytest.fixture(scope="session")
+def graph(instance, resources, tenant_data, ray_cluster) -> dict[str, dict[str, object]]:
+    """The whole graph for both tenants: acme one asset at a time, globex in one run.
+
+    Returns, per tenant, each asset's output value and materialization metadata.
+    """
+    made: dict[str, dict[str, object]] = {}
+    acme_results = [
+        materialize(instance, resources, "acme", selection=[asset.key.to_user_string()])
+        for asset in graph_assets()
+    ]
+    globex_result = materialize(instance, resources, "globex")
+    for tenant, results in (("acme", acme_results), ("globex", [globex_result])):
+        made[tenant] = {}
+        for result in results:
+            for event in result.get_asset_materialization_events():
+                key = event.asset_key.to_user_string()
+                made[tenant][key] = result.output_for_node(key)
+                made[tenant][f"{key}.metadata"] = {
+                    k: v.value for k, v in event.materialization.metadata.items()
+                }
+            for evaluation in result.get_asset_check_evaluations():
+                made[tenant][f"check.{evaluation.check_name}"] = evaluation
+    return made
