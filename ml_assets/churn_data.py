@@ -115,7 +115,7 @@ def generate(tenant: str, spec: ChurnDataSpec) -> tuple[pd.DataFrame, pd.DataFra
         for c, (m, s) in _FEATURE_SCALE.items()
     }
     activity = pd.DataFrame({ENTITY: ids})
-    for c, (m, s) in _FEATURE_SCALE.items():
+    for c, (_, s) in _FEATURE_SCALE.items():
         # each snapshot wanders around the customer's own level; drift shifts everything
         activity[c] = base[c] + rng.normal(0.0, 0.5 * s, n_rows) + spec.drift * s
     activity["plan_tier"] = activity["plan_tier"].round().clip(0, 2)

@@ -50,7 +50,10 @@ class LifecycleEvent(BaseModel):
     @field_validator("data")
     @classmethod
     def _json_data(cls, value: dict[str, Any]) -> dict[str, Any]:
-        json.dumps(value)  # fails here, on write, rather than in the relay
+        try:
+            json.dumps(value)  # fail here, on write, rather than in the relay
+        except TypeError as exc:
+            raise ValueError(f"event data must be JSON-serializable: {exc}") from exc
         return value
 
 

@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from ml_assets.churn_data import FEATURES, LABEL
+from ml_assets.churn_data import FEATURES
 from ml_assets.defs.features.assets import content_hash
 from ml_assets.defs.training.config import ExperimentConfig
 from ml_assets.events import EventType
@@ -102,7 +102,8 @@ def trained_model(
         for line in log_lines:
             context.log.info(line)
         client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
-        example = training_features.loc[training_features["split"] == "train", FEATURES].dropna().head(5)
+        train_rows = training_features.loc[training_features["split"] == "train", FEATURES]
+        example = train_rows.dropna().head(5)
         model_uri = _log_model(mlflow, run_id, ray_training.load_state(result.checkpoint), data,
                                config, example.reset_index(drop=True))
     except BaseException:
