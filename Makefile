@@ -26,7 +26,7 @@ dev: install  ## the Dagster UI on :3000 with the demo tenant and the local Ray 
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install  ## lint, then the suite (starts the servers it needs itself)
-	$(BIN)/ruff check ml_assets ml_assets_tests bench
+	$(BIN)/ruff check .
 	$(BIN)/pytest -ra
 
 bench: install

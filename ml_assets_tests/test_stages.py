@@ -81,9 +81,10 @@ def test_promoting_archives_the_previous_production(registry, events):
     assert stage(registry, ACME, first) == stages.ARCHIVED
     assert stage(registry, ACME, second) == stages.PRODUCTION
     client = registry[0].client()
-    productions = [v for v in client.search_model_versions(f"name='{ACME.registered_model_name}'")
-                   if stages.stage_of(v) == stages.PRODUCTION]
-    assert [v.version for v in productions] == [second]
+    versions = client.search_model_versions(f"name='{ACME.registered_model_name}'")
+    productions = [v.version for v in versions
+                   if stage(registry, ACME, v.version) == stages.PRODUCTION]
+    assert productions == [second]
 
 
 def test_archived_cannot_skip_staging(registry, events):

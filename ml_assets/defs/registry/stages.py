@@ -48,7 +48,14 @@ def model_version(client: MlflowClient, tenant: Tenant, version: str) -> ModelVe
 
 
 def stage_of(version: ModelVersion) -> str:
-    return version.tags.get(STAGE_TAG, NONE)
+    """The alias wins over the tag: moving the `production` alias in the MLflow UI is a move."""
+    aliases = set(version.aliases or [])
+    for stage in (PRODUCTION, STAGING):
+        if ALIASES[stage] in aliases:
+            return stage
+    tagged = version.tags.get(STAGE_TAG, NONE)
+    # Production lost its alias to another version outside the stage layer: it was replaced.
+    return ARCHIVED if tagged == PRODUCTION else tagged
 
 
 def version_with_alias(client: MlflowClient, tenant: Tenant, stage: str) -> ModelVersion | None:
