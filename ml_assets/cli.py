@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import shutil
@@ -82,14 +83,62 @@ def ray_down(settings: Settings) -> None:
     settings.ray_address_file.unlink(missing_ok=True)
 
 
-def materialize(settings: Settings, tenant: Tenant, ray_address: str) -> None:
+def materialize(settings: Settings, tenant: Tenant, ray_address: str,
+                select: str | None = None) -> None:
+    """The whole churn_model_job for the tenant, or only the selected assets."""
     env = {**_ray_env(), "RAY_ADDRESS": ray_address, "DAGSTER_HOME": str(settings.dagster_home)}
-    subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "job", "execute",
-         "-m", "ml_assets.definitions", "-j", "churn_model_job",
-         "--tags", json.dumps({"dagster/partition": tenant.key})],
-        check=True, env=env, cwd=PROJECT_ROOT,
-    )
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    if select is None:
+        command = [dagster, "job", "execute", "-m", "ml_assets.definitions",
+                   "-j", "churn_model_job", "--tags", json.dumps({"dagster/partition": tenant.key})]
+    else:
+        command = [dagster, "asset", "materialize", "-m", "ml_assets.definitions",
+                   "--select", select, "--partition", tenant.key]
+    subprocess.run(command, check=True, env=env, cwd=PROJECT_ROOT)
+
+
+def _registry(settings: Settings):
+    from ml_assets.resources import build_resources
+
+    resources = build_resources(settings)
+    return resources["mlflow"].client(), resources["events"]
+
+
+def promote(settings: Settings, tenant: Tenant, version: str, reason: str) -> str:
+    from ml_assets.defs.registry import stages
+
+    client, events = _registry(settings)
+    moved = stages.transition(client, events, tenant, version, stages.PRODUCTION, reason,
+                              actor=f"cli:{getpass.getuser()}")
+    return f"tenant {tenant.key}: version {moved.version} is Production"
+
+
+def rollback(settings: Settings, tenant: Tenant) -> str:
+    from ml_assets.defs.registry.promotion import rollback as rollback_version
+
+    client, events = _registry(settings)
+    moved = rollback_version(client, events, tenant,
+                             actor=f"cli:{getpass.getuser()}")
+    materialize(settings, tenant, ray_up(settings), select="deployed_endpoint")
+    return f"tenant {tenant.key}: rolled back to version {moved.version}, redeployed"
+
+
+def history(settings: Settings, tenant: Tenant, at: str | None) -> str:
+    from datetime import datetime
+
+    from ml_assets.defs.registry.ledger import production_at, production_history
+
+    _, events = _registry(settings)
+    if at is not None:
+        when = datetime.fromisoformat(at)
+        version = production_at(events.outbox(), tenant, when)
+        return f"tenant {tenant.key} at {when.isoformat()}: Production = {version or 'none'}"
+    lines = [f"{'version':>8}  {'since':32}  {'until':32}  by / reason"]
+    for spell in production_history(events.outbox(), tenant):
+        until = spell.until.isoformat() if spell.until else "(now)"
+        lines.append(f"{spell.version:>8}  {spell.since.isoformat():32}  {until:32}  "
+                     f"{spell.promoted_by} / {spell.reason}")
+    return "\n".join(lines)
 
 
 def summary(settings: Settings, tenant: Tenant) -> str:
@@ -145,6 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     ray.add_parser("down")
     demo = commands.add_parser("demo", help="run the whole graph for a demo tenant")
     demo.add_argument("--tenant", default="demo")
+    promote_cmd = commands.add_parser("promote", help="move a Staging version to Production")
+    promote_cmd.add_argument("tenant")
+    promote_cmd.add_argument("version")
+    promote_cmd.add_argument("--reason", default="promoted from the CLI")
+    rollback_cmd = commands.add_parser(
+        "rollback", help="put the previous Production version back and redeploy")
+    rollback_cmd.add_argument("tenant")
+    history_cmd = commands.add_parser("history", help="the tenant's Production versions over time")
+    history_cmd.add_argument("tenant")
+    history_cmd.add_argument("--at", help="ISO time (with offset): which version was Production")
     show = commands.add_parser("summary", help="what the graph made for a tenant")
     show.add_argument("tenant")
     args = parser.parse_args(argv)
@@ -168,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
             demo_tenant = tenant_add(settings, args.tenant, churn_data.ChurnDataSpec())
             materialize(settings, demo_tenant, ray_up(settings))
             print(summary(load_settings(), demo_tenant))
+        elif args.command == "promote":
+            print(promote(settings, Tenant(args.tenant), args.version, args.reason))
+        elif args.command == "rollback":
+            print(rollback(settings, Tenant(args.tenant)))
+        elif args.command == "history":
+            print(history(settings, Tenant(args.tenant), args.at))
         elif args.command == "summary":
             print(summary(settings, Tenant(args.tenant)))
     except (ValueError, FileNotFoundError) as exc:

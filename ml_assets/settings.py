@@ -48,6 +48,10 @@ class Settings:
         return self.state_dir / "outbox.db"
 
     @property
+    def tenants_file(self) -> Path:
+        return self.state_dir / "tenants.txt"
+
+    @property
     def ray_address_file(self) -> Path:
         return self.state_dir / "ray" / "address"
 

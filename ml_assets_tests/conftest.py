@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +126,79 @@ def graph(instance, resources, tenant_data, ray_cluster) -> dict[str, dict[str, 
             for evaluation in result.get_asset_check_evaluations():
                 made[tenant][f"check.{evaluation.check_name}"] = evaluation
     return made
+
+
+def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[str, list[str]]:
+    """Real (untrained) churn models logged to each tenant's experiment: registry tests need
+    model versions, not a 30 s training run."""
+    import mlflow
+    import pandas as pd
+    import torch
+    from mlflow import pytorch as mlflow_pytorch
+
+    from ml_assets.churn_model import ChurnMLP, ChurnModel
+    from ml_assets.tenants import Tenant
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    n = len(churn_data.FEATURES)
+    example = pd.DataFrame([[1.0] * n], columns=churn_data.FEATURES)
+    uris: dict[str, list[str]] = {}
+    for key in tenants:
+        run_id = registry.start_run(Tenant(key), "untrained", tags={})
+        for i in range(count):
+            torch.manual_seed(i)
+            model = ChurnModel(ChurnMLP(n, [4], 0.0), torch.zeros(n), torch.zeros(n),
+                               torch.ones(n))
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow_pytorch.log_model(model, name=f"model{i}", input_example=example,
+                                                serialization_format="pickle")
+            uris.setdefault(key, []).append(info.model_uri)
+    return uris
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"server behind {url} did not start") from None
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL, dropped at the end."""
+    import psycopg2
+
+    name = f"ml_assets_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres_database, tmp_path_factory) -> Iterator[str]:
+    """`mlflow server` on PostgreSQL with proxied artifacts, on a free port."""
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("mlflow-server-artifacts")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server",
+         "--backend-store-uri", postgres_database, "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/health", server)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)

@@ -1,39 +1,25 @@
 """The stage layer on MLflow 3 aliases + tags, against a real MLflow registry (sqlite)."""
 
 import pytest
-import torch
 
-from ml_assets.churn_data import FEATURES
-from ml_assets.churn_model import ChurnMLP, ChurnModel
 from ml_assets.defs.registry import stages
 from ml_assets.defs.registry.assets import register_version
 from ml_assets.events import EventType
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.tenants import Tenant
+from ml_assets_tests.conftest import log_untrained_models
 
 ACME, GLOBEX = Tenant("acme"), Tenant("globex")
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    import mlflow
-    from mlflow import pytorch as mlflow_pytorch
-
     root = tmp_path_factory.mktemp("mlflow")
     registry = MlflowRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
                               artifact_root=(root / "artifacts").as_uri())
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
-    n = len(FEATURES)
-    model = ChurnModel(ChurnMLP(n, [4], 0.0), torch.zeros(n), torch.zeros(n), torch.ones(n))
-    uris = {}
-    for tenant in (ACME, GLOBEX):
-        run_id = registry.start_run(tenant, "stage-test", tags={})
-        with mlflow.start_run(run_id=run_id):
-            uris[tenant.key] = mlflow_pytorch.log_model(
-                model, name="model", serialization_format="pickle").model_uri
-    return registry, uris
+    uris = log_untrained_models(registry, [ACME.key, GLOBEX.key])
+    return registry, {tenant: models[0] for tenant, models in uris.items()}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
+from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.settings import Settings
 
 
@@ -33,6 +34,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                  artifact_root=settings.mlflow_artifact_root),
         "object_store": object_store,
         "events": LifecycleEvents(outbox_path=str(settings.outbox_path)),
+        "retrain_policy": RetrainPolicy(),
         "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }

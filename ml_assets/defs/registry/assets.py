@@ -29,6 +29,12 @@ def register_version(mlflow: MlflowRegistry, tenant: Tenant, model_uri: str,
                                        tags={**tags, stages.STAGE_TAG: stages.NONE})
 
 
+class RegistrationConfig(dg.Config):
+    """Promote straight to Production when the blocking beats_baseline check passed."""
+
+    auto_promote: bool = False
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="registry",
@@ -36,13 +42,15 @@ def register_version(mlflow: MlflowRegistry, tenant: Tenant, model_uri: str,
 )
 def registered_model(
     context: dg.AssetExecutionContext,
+    config: RegistrationConfig,
     trained_model: dict,
     evaluation_report: dict,
     mlflow: MlflowRegistry,
     events: LifecycleEvents,
 ) -> dg.Output[dict]:
-    """A new version of the tenant's registered model, in Staging, tagged with its lineage
-    (MLflow run, data version, code version, evaluation). Runs only if `beats_baseline` passed."""
+    """A new version of the tenant's registered model, in Staging (Production with
+    `auto_promote`), tagged with its lineage (MLflow run, data version, code version,
+    evaluation). Runs only if the blocking `beats_baseline` check passed."""
     tenant = Tenant.from_context(context)
     mlflow.tenant_run(tenant, trained_model["run_id"])
     tags = {
@@ -61,14 +69,19 @@ def registered_model(
                 version=str(version.version), run_id=trained_model["run_id"], stage=stages.NONE)
     version = stages.transition(mlflow.client(), events, tenant, version.version, stages.STAGING,
                                 reason="passed beats_baseline", actor=ACTOR)
+    if config.auto_promote:
+        version = stages.transition(mlflow.client(), events, tenant, version.version,
+                                    stages.PRODUCTION, reason="auto_promote: passed "
+                                    "beats_baseline", actor=ACTOR)
+    stage = stages.stage_of(version)
     return dg.Output(
-        {"name": version.name, "version": str(version.version), "stage": stages.STAGING,
+        {"name": version.name, "version": str(version.version), "stage": stage,
          "model_uri": f"models:/{version.name}/{version.version}",
          "run_id": trained_model["run_id"]},
         metadata={
             "registered_model": version.name,
             "version": str(version.version),
-            "stage": stages.STAGING,
+            "stage": stage,
             "mlflow_run_id": trained_model["run_id"],
         },
     )

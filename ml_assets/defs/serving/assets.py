@@ -19,9 +19,10 @@ from ml_assets.tenants import Tenant, tenant_partitions
 
 
 class DeployConfig(dg.Config):
-    """Which version to serve (default: the one just registered) and how hard to smoke-test."""
+    """Which version to serve and how hard to smoke-test it."""
 
-    version: str | None = Field(None, description="registered model version to deploy")
+    version: str | None = Field(
+        None, description="registered version to deploy; default: Production, else Staging")
     smoke_requests: int = Field(20, ge=1, le=1000)
 
 
@@ -50,15 +51,27 @@ def input_example(model_uri: str) -> list[dict]:
     return json.loads(example.to_json(orient="records"))
 
 
+def version_to_deploy(client, tenant: Tenant, requested: str | None):
+    """The requested version, else the tenant's Production version, else its Staging one."""
+    if requested:
+        return stages.model_version(client, tenant, requested)
+    for stage in (stages.PRODUCTION, stages.STAGING):
+        version = stages.version_with_alias(client, tenant, stage)
+        if version is not None:
+            return version
+    raise stages.StageTransitionError(
+        f"tenant {tenant.key!r} has no Staging or Production model version to deploy")
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="serving",
     kinds={"ray"},
+    deps=["registered_model"],  # reads the registry's state, not the last registration
 )
 def deployed_endpoint(
     context: dg.AssetExecutionContext,
     config: DeployConfig,
-    registered_model: dict,
     ray: RayCluster,
     mlflow: MlflowRegistry,
     serve_endpoint: ServeEndpoint,
@@ -67,8 +80,7 @@ def deployed_endpoint(
     """The tenant's model version live on Ray Serve at POST /v1/{tenant}/predict, smoke-tested
     with real HTTP requests (p50/p95 in metadata). Only Staging or Production versions serve."""
     tenant = Tenant.from_context(context)
-    version = stages.model_version(mlflow.client(), tenant,
-                                   config.version or registered_model["version"])
+    version = version_to_deploy(mlflow.client(), tenant, config.version)
     stage = stages.stage_of(version)
     if stage not in stages.SERVABLE:
         raise stages.StageTransitionError(

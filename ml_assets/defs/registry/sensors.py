@@ -1,0 +1,72 @@
+"""Redeploy a tenant's endpoint when its Production or Staging version changes in MLflow."""
+
+import json
+
+import dagster as dg
+
+from ml_assets.defs.registry import stages
+from ml_assets.defs.registry.ledger import production_history
+from ml_assets.events import EventType
+from ml_assets.resources.events import LifecycleEvents
+from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.tenants import Tenant, tenant_partitions
+
+OBSERVER = "mlflow_stage_change_sensor"
+WATCHED = (stages.PRODUCTION, stages.STAGING)
+
+
+def registry_state(client, tenant: Tenant) -> dict[str, str | None]:
+    """The version holding each watched stage's alias."""
+    state = {}
+    for stage in WATCHED:
+        version = stages.version_with_alias(client, tenant, stage)
+        state[stage] = str(version.version) if version else None
+    return state
+
+
+def record_outside_move(events: LifecycleEvents, tenant: Tenant, version: str) -> None:
+    """A Production move made in the MLflow UI/API: write it to the ledger, once."""
+    history = production_history(events.outbox(), tenant)
+    current = history[-1] if history and history[-1].until is None else None
+    if current is not None and current.version == version:
+        return
+    if current is not None:
+        events.emit(EventType.MODEL_STAGE_CHANGED, tenant, model=tenant.registered_model_name,
+                    version=current.version, from_stage=stages.PRODUCTION,
+                    to_stage=stages.ARCHIVED, actor=OBSERVER,
+                    reason=f"production alias moved to {version} outside ml_assets")
+    events.emit(EventType.MODEL_STAGE_CHANGED, tenant, model=tenant.registered_model_name,
+                version=version, from_stage=stages.STAGING, to_stage=stages.PRODUCTION,
+                actor=OBSERVER, reason="production alias moved outside ml_assets")
+
+
+@dg.sensor(
+    name=OBSERVER,
+    asset_selection=["deployed_endpoint"],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Polls the MLflow registry; when a tenant's Production or Staging version "
+    "changes (through ml_assets or directly in MLflow) it redeploys that tenant's endpoint.",
+)
+def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowRegistry,
+                               events: LifecycleEvents) -> dg.SensorResult:
+    first_tick = context.cursor is None
+    seen: dict[str, dict[str, str | None]] = json.loads(context.cursor or "{}")
+    client = mlflow.client()
+    requests = []
+    for key in context.instance.get_dynamic_partitions(tenant_partitions.name):
+        tenant = Tenant(key)
+        state = registry_state(client, tenant)
+        previous = seen.get(key, {stage: None for stage in WATCHED})
+        seen[key] = state
+        changed = [stage for stage in WATCHED if state[stage] != previous.get(stage)]
+        if first_tick or not changed or not any(state.values()):
+            continue  # the first tick only learns the state: it was deployed by the graph
+        if stages.PRODUCTION in changed and state[stages.PRODUCTION]:
+            record_outside_move(events, tenant, state[stages.PRODUCTION])
+        requests.append(dg.RunRequest(
+            run_key=f"{key}:" + ",".join(f"{s}={state[s]}" for s in WATCHED),
+            partition_key=key,
+            tags={"ml_assets/trigger": OBSERVER},
+        ))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

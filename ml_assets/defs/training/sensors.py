@@ -1,0 +1,86 @@
+"""Retrain a tenant's model when new source data arrives or a monitoring check fails."""
+
+import json
+import time
+
+import dagster as dg
+
+from ml_assets.resources.feast import FeastStore
+from ml_assets.resources.retrain import RetrainPolicy
+from ml_assets.tenants import Tenant, tenant_partitions
+
+RETRAIN_ASSETS = ["training_features", "trained_model", "evaluation_report", "registered_model"]
+TRIGGER_TAG = "ml_assets/trigger"
+REASON_TAG = "ml_assets/retrain_reason"
+RETRAIN = "retrain"
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+          dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def source_version(feast: FeastStore, tenant: Tenant) -> str | None:
+    """Size and mtime of the tenant's source files: changes when new data lands."""
+    paths = [feast.activity_path(tenant), feast.labels_path(tenant)]
+    if not all(p.exists() for p in paths):
+        return None
+    return ";".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+
+
+def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[str],
+                        after_id: int) -> tuple[int, str] | None:
+    """(record id, check name) of the newest failed check on deployed_endpoint past after_id."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    newest = None
+    for name in checks:
+        key = dg.AssetCheckKey(dg.AssetKey("deployed_endpoint"), name)
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, status={AssetCheckExecutionRecordStatus.FAILED},
+            partition_filter=PartitionKeyFilter(key=tenant))
+        if records and records[0].id > after_id and (newest is None or records[0].id > newest[0]):
+            newest = (records[0].id, name)
+    return newest
+
+
+@dg.sensor(
+    name="retrain_sensor",
+    asset_selection=RETRAIN_ASSETS,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Retrains a tenant (features -> registered model) when its source data changed "
+    "or a drift / error-rate check on its endpoint failed; one per cooldown, capped runs.",
+)
+def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
+                   retrain_policy: RetrainPolicy) -> dg.SensorResult:
+    first_tick = context.cursor is None
+    cursor: dict[str, dict] = json.loads(context.cursor or "{}")
+    active = context.instance.get_runs_count(dg.RunsFilter(
+        tags={TRIGGER_TAG: RETRAIN}, statuses=ACTIVE))
+    now = time.time()
+    requests = []
+    for key in context.instance.get_dynamic_partitions(tenant_partitions.name):
+        tenant = Tenant(key)
+        state = cursor.setdefault(key, {"source": None, "check_id": 0, "last_request": 0.0})
+        source = source_version(feast, tenant)
+        failed = newest_failed_check(context.instance, key, retrain_policy.checks,
+                                     state["check_id"])
+        if first_tick:
+            state.update(source=source, check_id=failed[0] if failed else state["check_id"])
+            continue
+        if failed:
+            reason, run_key = f"check {failed[1]} failed", f"{key}:check:{failed[0]}"
+        elif source is not None and source != state["source"]:
+            reason, run_key = "new source data", f"{key}:source:{source}"
+        else:
+            continue
+        cooling = now - state["last_request"] < retrain_policy.cooldown_minutes * 60
+        if cooling or active + len(requests) >= retrain_policy.max_concurrent:
+            context.log.info(f"tenant {key}: {reason}, retrain deferred (cooldown or cap)")
+            continue
+        state.update(source=source, last_request=now,
+                     check_id=failed[0] if failed else state["check_id"])
+        requests.append(dg.RunRequest(run_key=run_key, partition_key=key,
+                                      tags={TRIGGER_TAG: RETRAIN, REASON_TAG: reason}))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
