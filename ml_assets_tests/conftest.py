@@ -180,7 +180,8 @@ def postgres_database() -> Iterator[str]:
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    # psycopg2 (dagster-postgres brings it): SQLAlchemy 2.1 reads postgresql:// as psycopg 3
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     with admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()

@@ -25,8 +25,11 @@ def register_version(mlflow: MlflowRegistry, tenant: Tenant, model_uri: str,
     except MlflowException:
         client.create_registered_model(name, tags={"tenant": tenant.key},
                                        description=f"Churn classifier of tenant {tenant.key}")
-    return client.create_model_version(name, source=model_uri, run_id=tags.get("run_id"),
-                                       tags={**tags, stages.STAGE_TAG: stages.NONE})
+    # A logged model's URI (models:/m-<id>) must name its id, or the tracking server refuses it.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    return client.create_model_version(name, source=model_uri, run_id=tags.get("run_id") or None,
+                                       tags={**tags, stages.STAGE_TAG: stages.NONE},
+                                       model_id=model_id)
 
 
 class RegistrationConfig(dg.Config):

@@ -67,6 +67,7 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
         requests.append(dg.RunRequest(
             run_key=f"{key}:" + ",".join(f"{s}={state[s]}" for s in WATCHED),
             partition_key=key,
+            asset_selection=[dg.AssetKey("deployed_endpoint")],
             tags={"ml_assets/trigger": OBSERVER},
         ))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

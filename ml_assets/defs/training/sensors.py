@@ -81,6 +81,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
             continue
         state.update(source=source, last_request=now,
                      check_id=failed[0] if failed else state["check_id"])
-        requests.append(dg.RunRequest(run_key=run_key, partition_key=key,
-                                      tags={TRIGGER_TAG: RETRAIN, REASON_TAG: reason}))
+        requests.append(dg.RunRequest(
+            run_key=run_key, partition_key=key, tags={TRIGGER_TAG: RETRAIN, REASON_TAG: reason},
+            asset_selection=[dg.AssetKey(k) for k in RETRAIN_ASSETS]))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
