@@ -104,3 +104,21 @@ def test_rollback_is_per_tenant(registry):
     with pytest.raises(stages.StageTransitionError, match="'globex'"):
         rollback(mlflow.client(), events, Tenant("globex"), actor="mallory")
     assert production_at(events.outbox(), ACME, now()) == v2
+
+
+def test_auto_promote_puts_the_registered_version_in_production(graph, instance, resources):
+    """registered_model alone, on the graph's trained model: no retraining needed."""
+    from ml_assets_tests.conftest import materialize
+
+    result = materialize(instance, resources, "globex", selection=["registered_model"],
+                         config={"ops": {"registered_model": {"config": {
+                             "auto_promote": True}}}})
+    registered = result.output_for_node("registered_model")
+    assert registered["stage"] == stages.PRODUCTION
+    client = resources["mlflow"].client()
+    production = stages.version_with_alias(client, Tenant("globex"), stages.PRODUCTION)
+    assert str(production.version) == registered["version"]
+    assert production.tags["run_id"] == graph["globex"]["trained_model"]["run_id"]
+    spells = production_history(resources["events"].outbox(), Tenant("globex"))
+    assert spells[-1].version == registered["version"]
+    assert spells[-1].reason.startswith("auto_promote")

@@ -105,3 +105,28 @@ def test_runs_of_another_tenant_are_refused(registry):
     assert mlflow.tenant_run(ACME, acme_run).info.run_id == acme_run
     with pytest.raises(PermissionError, match="not in tenant 'globex'"):
         mlflow.tenant_run(GLOBEX, acme_run)
+
+
+PATHS = {  # legal moves that bring a new version into each stage
+    stages.NONE: [],
+    stages.STAGING: [stages.STAGING],
+    stages.PRODUCTION: [stages.STAGING, stages.PRODUCTION],
+    stages.ARCHIVED: [stages.ARCHIVED],
+}
+
+
+@pytest.mark.parametrize("from_stage", stages.STAGES)
+@pytest.mark.parametrize("to_stage", stages.STAGES)
+def test_every_move_is_allowed_exactly_when_the_stage_graph_says(registry, events, from_stage,
+                                                                 to_stage):
+    version = new_version(registry, GLOBEX)
+    for step in PATHS[from_stage]:
+        move(registry, events, GLOBEX, version, step)
+    assert stage(registry, GLOBEX, version) == from_stage
+    if to_stage in stages.LEGAL_MOVES[from_stage]:
+        move(registry, events, GLOBEX, version, to_stage)
+        assert stage(registry, GLOBEX, version) == to_stage
+    else:
+        with pytest.raises(stages.StageTransitionError, match=f"{from_stage} -> {to_stage}"):
+            move(registry, events, GLOBEX, version, to_stage)
+        assert stage(registry, GLOBEX, version) == from_stage
