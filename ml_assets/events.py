@@ -13,11 +13,14 @@ from contextlib import closing
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, field_validator
 
 from ml_assets.tenants import Tenant
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
 
 TOPIC = "ml.lifecycle"
 SOURCE = "ml_assets"
@@ -92,6 +95,21 @@ class Outbox:
             )
         return event
 
+    def pending(self, limit: int = 500) -> list[tuple[int, LifecycleEvent]]:
+        """The oldest events not yet acknowledged by the broker, with their sequence numbers."""
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT seq, body FROM outbox WHERE relayed_at IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(seq, LifecycleEvent.model_validate_json(body)) for seq, body in rows]
+
+    def mark_relayed(self, seqs: list[int]) -> None:
+        now = datetime.now(UTC).isoformat()
+        with closing(self._connect()) as conn, conn:
+            conn.executemany("UPDATE outbox SET relayed_at = ? WHERE seq = ?",
+                             [(now, seq) for seq in seqs])
+
     def events(self, tenant: str | None = None) -> list[LifecycleEvent]:
         """Events in the order written, optionally of one tenant only."""
         query, args = "SELECT body FROM outbox", ()
@@ -100,3 +118,82 @@ class Outbox:
         with closing(self._connect()) as conn:
             rows = conn.execute(query + " ORDER BY seq", args).fetchall()
         return [LifecycleEvent.model_validate_json(body) for (body,) in rows]
+
+
+def producer(bootstrap: str, timeout_s: float = 10.0) -> KafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (acks=all)."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_block_ms=int(timeout_s * 1000),
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+
+
+def ensure_topic(bootstrap: str, topic: str = TOPIC, partitions: int = 6) -> None:
+    """Create the topic if it is missing (tests, single-machine servers; Strimzi in deploy/)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                          replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def relay(outbox: Outbox, kafka: KafkaProducer, topic: str = TOPIC, batch: int = 500,
+          timeout_s: float = 10.0) -> int:
+    """Publish pending events in outbox order (key = tenant, so per-tenant order holds) and mark
+    each batch relayed only once the broker acknowledged all of it. A crash between the two
+    re-sends the batch: consumers de-duplicate by id. Returns how many were published."""
+    total = 0
+    while pending := outbox.pending(batch):
+        futures = [
+            kafka.send(topic, key=event.tenant.encode(), value=event.model_dump_json().encode())
+            for _, event in pending
+        ]
+        kafka.flush(timeout=timeout_s)
+        for future in futures:
+            future.get(timeout=timeout_s)
+        outbox.mark_relayed([seq for seq, _ in pending])
+        total += len(pending)
+    return total
+
+
+def read_events(bootstrap: str, topic: str = TOPIC, tenant: str | None = None,
+                idle_s: float = 2.0) -> list[LifecycleEvent]:
+    """Every event on the topic (assigned partitions, from offset 0 until nothing arrives for
+    idle_s), de-duplicated by id, optionally one tenant's only, in each partition's order.
+
+    Reads to idle rather than to the end offsets: the tests' broker (tansu 0.6) reports
+    end offsets per record batch, not per record."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=int(idle_s * 1000))
+    try:
+        partitions = [TopicPartition(topic, p)
+                      for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        seen: set[str] = set()
+        events: list[LifecycleEvent] = []
+        for message in consumer:
+            event = LifecycleEvent.model_validate_json(message.value)
+            if event.id not in seen and (tenant is None or event.tenant == tenant):
+                seen.add(event.id)
+                events.append(event)
+        return events
+    finally:
+        consumer.close()

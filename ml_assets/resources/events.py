@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dagster as dg
 
-from ml_assets.events import EventType, LifecycleEvent, Outbox
+from ml_assets.events import TOPIC, EventType, LifecycleEvent, Outbox, ensure_topic, producer, relay
 from ml_assets.tenants import Tenant
+
+log = logging.getLogger(__name__)
 
 
 class LifecycleEvents(dg.ConfigurableResource):
-    """Writes each event to the durable outbox; the Kafka relay drains it."""
+    """Writes each event to the durable outbox first; relays the outbox to Kafka when a broker
+    is configured. A broker outage delays events, it never fails an asset or loses one."""
 
     outbox_path: str
+    kafka_bootstrap: str | None = None
+    topic: str = TOPIC
+    step_relay_timeout_s: float = 3.0  # after a step: short, the sensor retries the rest
 
     def outbox(self) -> Outbox:
         return Outbox(self.outbox_path)
 
     def emit(self, type: EventType, tenant: Tenant, **data: Any) -> LifecycleEvent:
         return self.outbox().append(LifecycleEvent(type=type, tenant=tenant.key, data=data))
+
+    def relay_pending(self, timeout_s: float = 10.0) -> int:
+        """Publish what the outbox holds; raises if the broker cannot be reached."""
+        if not self.kafka_bootstrap:
+            return 0
+        outbox = self.outbox()
+        if not outbox.pending(1):
+            return 0
+        ensure_topic(self.kafka_bootstrap, self.topic)
+        kafka = producer(self.kafka_bootstrap, timeout_s)
+        try:
+            return relay(outbox, kafka, self.topic, timeout_s=timeout_s)
+        finally:
+            kafka.close(timeout=timeout_s)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        try:
+            self.relay_pending(self.step_relay_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the relay sensor drains it later
+            log.warning("lifecycle events stay in the outbox for now: %s", exc)

@@ -41,6 +41,16 @@ class ObjectStore(dg.ConfigurableResource):
             region=self.region,
         )
 
+    def _minio(self, timeout_s: float = 5.0):
+        import urllib3
+        from minio import Minio
+
+        scheme, _, host = self.endpoint.partition("://")
+        http = urllib3.PoolManager(timeout=timeout_s, retries=urllib3.Retry(total=1,
+                                                                            backoff_factor=0.2))
+        return Minio(host, self.access_key, self.secret_key, secure=scheme == "https",
+                     region=self.region, http_client=http)
+
     def ensure_bucket(self) -> None:
         """Create the bucket (S3) or root directory (local) if missing: deployment bootstrap."""
         if not self.is_s3:
@@ -48,13 +58,23 @@ class ObjectStore(dg.ConfigurableResource):
 
             Path(self.root).mkdir(parents=True, exist_ok=True)
             return
-        from minio import Minio
-
-        scheme, _, host = self.endpoint.partition("://")
-        client = Minio(host, self.access_key, self.secret_key, secure=scheme == "https",
-                       region=self.region)
+        client = self._minio()
         if not client.bucket_exists(self.bucket):
             client.make_bucket(self.bucket)
+
+    def check(self) -> None:
+        """Fail fast, naming the endpoint, when the store cannot be reached: before compute."""
+        if not self.is_s3:
+            return
+        try:
+            exists = self._minio().bucket_exists(self.bucket)
+        except Exception as exc:  # noqa: BLE001 - any transport error means unreachable
+            raise ConnectionError(
+                f"object store {self.endpoint} (bucket {self.bucket!r}) is unreachable: {exc}"
+            ) from exc
+        if not exists:
+            raise ConnectionError(f"object store {self.endpoint} has no bucket {self.bucket!r}: "
+                                  "run the bootstrap (ObjectStore.ensure_bucket) first")
 
     def path(self, tenant: Tenant, *parts: str) -> str:
         """A path in `filesystem()` under the tenant's prefix."""

@@ -67,6 +67,7 @@ def trained_model(
     from ml_assets.defs.training import ray_training
 
     tenant = Tenant.from_context(context)
+    object_store.check()
     data_version = content_hash(training_features)
     run_name = f"{config.experiment_name}-{context.run.run_id[:8]}"
     run_id = mlflow.start_run(tenant, run_name, tags={
