@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         dest="action", required=True)
     ray.add_parser("up")
     ray.add_parser("down")
+    commands.add_parser("bootstrap", help="create the bucket and events topic the settings name")
     demo = commands.add_parser("demo", help="run the whole graph for a demo tenant")
     demo.add_argument("--tenant", default="demo")
     promote_cmd = commands.add_parser("promote", help="move a Staging version to Production")
@@ -227,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             demo_tenant = tenant_add(settings, args.tenant, churn_data.ChurnDataSpec())
             materialize(settings, demo_tenant, ray_up(settings))
             print(summary(load_settings(), demo_tenant))
+        elif args.command == "bootstrap":
+            from ml_assets.resources import bootstrap, build_resources
+
+            bootstrap(build_resources(settings))
+            print("bootstrapped")
         elif args.command == "promote":
             print(promote(settings, Tenant(args.tenant), args.version, args.reason))
         elif args.command == "rollback":

@@ -71,17 +71,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     state_dir = Path(env.get("ML_ASSETS_STATE_DIR", PROJECT_ROOT / ".ml_assets")).resolve()
     mlflow_dir = state_dir / "mlflow"
+    tracking_uri = env.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
     return Settings(
         env=env.get("ML_ASSETS_ENV", "local"),
         state_dir=state_dir,
         ray_address=env.get("RAY_ADDRESS") or _local_head_address(state_dir),
         ray_num_cpus=int(env.get("ML_ASSETS_RAY_NUM_CPUS", "4")),
-        mlflow_tracking_uri=env.get(
-            "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-        ),
-        mlflow_artifact_root=env.get(
-            "ML_ASSETS_MLFLOW_ARTIFACT_ROOT", (mlflow_dir / "artifacts").as_uri()
-        ),
+        mlflow_tracking_uri=tracking_uri,
+        # embedded: artifacts next to the sqlite store; a server decides its own artifact root
+        mlflow_artifact_root=env.get("ML_ASSETS_MLFLOW_ARTIFACT_ROOT")
+        or ((mlflow_dir / "artifacts").as_uri() if tracking_uri.startswith("sqlite") else None),
         s3_endpoint=env.get("ML_ASSETS_S3_ENDPOINT") or None,
         s3_bucket=env.get("ML_ASSETS_S3_BUCKET", "ml-assets"),
         kafka_bootstrap=env.get("ML_ASSETS_KAFKA_BOOTSTRAP") or None,

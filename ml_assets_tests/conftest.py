@@ -11,6 +11,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -172,9 +173,9 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
             time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL, dropped at the end."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database on the machine's PostgreSQL (its name), dropped afterwards."""
     import psycopg2
 
     name = f"ml_assets_test_{uuid.uuid4().hex[:8]}"
@@ -182,11 +183,18 @@ def postgres_database() -> Iterator[str]:
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
-    # psycopg2 (dagster-postgres brings it): SQLAlchemy 2.1 reads postgresql:// as psycopg 3
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    with fresh_database() as name:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

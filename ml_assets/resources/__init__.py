@@ -39,3 +39,13 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }
+
+
+def bootstrap(resources: dict[str, Any]) -> None:
+    """What a new deployment needs before the first run: the bucket, the events topic."""
+    resources["object_store"].process_config_and_initialize().ensure_bucket()
+    events = resources["events"]
+    if events.kafka_bootstrap:
+        from ml_assets.events import ensure_topic
+
+        ensure_topic(events.kafka_bootstrap, events.topic)

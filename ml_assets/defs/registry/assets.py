@@ -42,6 +42,8 @@ class RegistrationConfig(dg.Config):
     partitions_def=tenant_partitions,
     group_name="registry",
     kinds={"mlflow"},
+    # the registry is a server: ride out a restart rather than fail the run
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
 def registered_model(
     context: dg.AssetExecutionContext,
