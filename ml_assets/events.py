@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
-from contextlib import closing
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -73,50 +73,56 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 class Outbox:
-    """Append-only, durable event log on sqlite (WAL, synchronous=FULL)."""
+    """Append-only, durable event log on sqlite (WAL, synchronous=FULL: each append is on disk
+    when it returns). One connection per Outbox, shared by its threads under a lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn, conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        with self._conn:
+            self._conn.execute(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        with self._lock, self._conn:
+            self._conn.executemany(sql, rows)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def append(self, event: LifecycleEvent) -> LifecycleEvent:
-        with closing(self._connect()) as conn, conn:
-            conn.execute(
-                "INSERT INTO outbox (id, tenant, type, body) VALUES (?, ?, ?, ?)",
-                (event.id, event.tenant, event.type.value, event.model_dump_json()),
-            )
+        self._write("INSERT INTO outbox (id, tenant, type, body) VALUES (?, ?, ?, ?)",
+                    [(event.id, event.tenant, event.type.value, event.model_dump_json())])
         return event
 
+    def pending_raw(self, limit: int = 500) -> list[tuple[int, str, str]]:
+        """(seq, tenant, JSON body) of the oldest events the broker has not acknowledged."""
+        return self._read("SELECT seq, tenant, body FROM outbox WHERE relayed_at IS NULL "
+                          "ORDER BY seq LIMIT ?", (limit,))
+
     def pending(self, limit: int = 500) -> list[tuple[int, LifecycleEvent]]:
-        """The oldest events not yet acknowledged by the broker, with their sequence numbers."""
-        with closing(self._connect()) as conn:
-            rows = conn.execute(
-                "SELECT seq, body FROM outbox WHERE relayed_at IS NULL ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [(seq, LifecycleEvent.model_validate_json(body)) for seq, body in rows]
+        return [(seq, LifecycleEvent.model_validate_json(body))
+                for seq, _, body in self.pending_raw(limit)]
 
     def mark_relayed(self, seqs: list[int]) -> None:
         now = datetime.now(UTC).isoformat()
-        with closing(self._connect()) as conn, conn:
-            conn.executemany("UPDATE outbox SET relayed_at = ? WHERE seq = ?",
-                             [(now, seq) for seq in seqs])
+        self._write("UPDATE outbox SET relayed_at = ? WHERE seq = ?", [(now, q) for q in seqs])
 
     def events(self, tenant: str | None = None) -> list[LifecycleEvent]:
         """Events in the order written, optionally of one tenant only."""
         query, args = "SELECT body FROM outbox", ()
         if tenant is not None:
             query, args = query + " WHERE tenant = ?", (Tenant(tenant).key,)
-        with closing(self._connect()) as conn:
-            rows = conn.execute(query + " ORDER BY seq", args).fetchall()
+        rows = self._read(query + " ORDER BY seq", args)
         return [LifecycleEvent.model_validate_json(body) for (body,) in rows]
 
 
@@ -156,15 +162,13 @@ def relay(outbox: Outbox, kafka: KafkaProducer, topic: str = TOPIC, batch: int =
     each batch relayed only once the broker acknowledged all of it. A crash between the two
     re-sends the batch: consumers de-duplicate by id. Returns how many were published."""
     total = 0
-    while pending := outbox.pending(batch):
-        futures = [
-            kafka.send(topic, key=event.tenant.encode(), value=event.model_dump_json().encode())
-            for _, event in pending
-        ]
+    while pending := outbox.pending_raw(batch):  # validated on write: sent as stored
+        futures = [kafka.send(topic, key=tenant.encode(), value=body.encode())
+                   for _, tenant, body in pending]
         kafka.flush(timeout=timeout_s)
         for future in futures:
             future.get(timeout=timeout_s)
-        outbox.mark_relayed([seq for seq, _ in pending])
+        outbox.mark_relayed([seq for seq, _, _ in pending])
         total += len(pending)
     return total
 

