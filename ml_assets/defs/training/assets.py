@@ -47,6 +47,26 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
     return info.model_uri
 
 
+def _training_key(config: ExperimentConfig, data_version: str) -> str:
+    """Same config on the same data = same training: what a rerun resumes instead of redoing."""
+    import hashlib
+    import json
+
+    body = json.dumps({"config": config.model_dump(exclude={"fault_injection_epoch"}),
+                       "data_version": data_version}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+def _unfinished_run(mlflow: MlflowRegistry, tenant: Tenant,
+                    training_key: str) -> tuple[str | None, str | None]:
+    """(run id, run name) of this training's MLflow run if an attempt died before finishing."""
+    runs = mlflow.client().search_runs(
+        [mlflow.experiment_id(tenant)],
+        filter_string=f"tags.training_key = '{training_key}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return (runs[0].info.run_id, runs[0].info.run_name) if runs else (None, None)
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="training",
@@ -69,16 +89,25 @@ def trained_model(
     tenant = Tenant.from_context(context)
     object_store.check()
     data_version = content_hash(training_features)
-    run_name = f"{config.experiment_name}-{context.run.run_id[:8]}"
-    run_id = mlflow.start_run(tenant, run_name, tags={
-        "experiment_name": config.experiment_name,
-        "model_type": MODEL_TYPE,
-        "data_version": data_version,
-        "dagster_run_id": context.run.run_id,
-    })
+    training_key = _training_key(config, data_version)
+    run_id, run_name = _unfinished_run(mlflow, tenant, training_key)
+    if run_id is None:
+        run_name = f"{config.experiment_name}-{training_key}-{context.run.run_id[:8]}"
+        run_id = mlflow.start_run(tenant, run_name, tags={
+            "experiment_name": config.experiment_name,
+            "model_type": MODEL_TYPE,
+            "data_version": data_version,
+            "training_key": training_key,
+            "dagster_run_id": context.run.run_id,
+        })
+    else:
+        context.log.info(f"resuming MLflow run {run_id} and Ray Train run {run_name}: an "
+                         "earlier attempt with this config and data did not finish")
     client = mlflow.client()
+    logged = client.get_run(run_id).data.params
     for key, value in config.model_dump().items():
-        client.log_param(run_id, key, value)
+        if key not in logged:
+            client.log_param(run_id, key, value)
     events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
                 experiment_name=config.experiment_name, data_version=data_version)
     try:
@@ -89,11 +118,15 @@ def trained_model(
             {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id},
             num_workers=config.num_workers,
             use_gpu=config.use_gpu,
+            cpus_per_worker=config.cpus_per_worker,
+            max_failures=config.max_failures,
             storage_path=object_store.path(tenant, "checkpoints"),
             storage_filesystem=object_store.filesystem(),
             run_name=run_name,
         )
         history = result.metrics_dataframe
+        for resumed in sorted({int(e) for e in history.get("resumed_from_epoch", []) if e >= 0}):
+            context.log.info(f"restored from checkpoint epoch_{resumed:04d} and continued")
         log_lines = [
             f"epoch {int(r.epoch) + 1}/{config.epochs} train_loss={r.train_loss:.4f} "
             f"val_loss={r.val_loss:.4f} val_accuracy={r.val_accuracy:.4f} "

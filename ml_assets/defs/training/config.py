@@ -19,6 +19,11 @@ class ExperimentConfig(dg.Config):
     weight_decay: float = Field(1e-4, ge=0)
     num_workers: int = Field(2, ge=1, le=256, description="Ray Train workers (DDP ranks)")
     use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray resources of each worker")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts from the last "
+                              "checkpoint before the run fails")
+    fault_injection_epoch: int | None = Field(
+        None, ge=0, description="chaos testing: the last rank raises once at this epoch")
     seed: int = 0
 
     @field_validator("hidden_sizes")

@@ -58,7 +58,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from ml_assets.metrics import binary_metrics
 
     torch.manual_seed(config["seed"])
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
     model = ChurnMLP(len(FEATURES), config["hidden_sizes"], config["dropout"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
                                  weight_decay=config["weight_decay"])
@@ -70,37 +71,46 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
+    # device-agnostic: on a GPU worker prepare_model moves the model there and uses NCCL
     model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     train_shard = ray.train.get_dataset_shard("train")
     validation = ray.train.get_dataset_shard("validation")
-    client = None
+    client, logged_epochs = None, set()
     if rank == 0:
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=config["tracking_uri"])
+        # a restarted attempt must not log an epoch twice (nor skip one)
+        logged_epochs = {m.step for m in client.get_metric_history(config["run_id"], "val_loss")}
 
     for epoch in range(start_epoch, config["epochs"]):
+        fault = config.get("fault_injection_epoch")
+        if fault == epoch and start_epoch == 0 and rank == context.get_world_size() - 1:
+            raise RuntimeError(f"injected worker failure at epoch {epoch} (rank {rank})")
         model.train()
         total, rows = 0.0, 0
         for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"],
                                                     dtypes=torch.float32):
             optimizer.zero_grad()
-            loss = loss_fn(model(batch["features"]), batch[LABEL])
+            x, y = batch["features"].to(device), batch[LABEL].to(device)
+            loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(batch[LABEL])
-            rows += len(batch[LABEL])
+            total += loss.item() * len(y)
+            rows += len(y)
         model.eval()
         labels, probs = [], []
         with torch.no_grad():
             for batch in validation.iter_torch_batches(batch_size=4096, dtypes=torch.float32):
                 labels.append(batch[LABEL].numpy())
-                probs.append(torch.sigmoid(model(batch["features"])).numpy())
+                probs.append(torch.sigmoid(model(batch["features"].to(device))).cpu().numpy())
         y, p = np.concatenate(labels), np.concatenate(probs)
         scores = binary_metrics(y, p)
         metrics = {
             "epoch": epoch,
+            "resumed_from_epoch": start_epoch - 1,  # -1: this attempt started from scratch
             "train_loss": total / max(rows, 1),
             "val_loss": scores["log_loss"],
             **{f"val_{k}": v for k, v in scores.items() if k != "log_loss"},
@@ -111,13 +121,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         now = int(pd.Timestamp.now().timestamp() * 1000)
-        client.log_batch(config["run_id"], metrics=[
-            Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"
-        ])
+        if epoch not in logged_epochs:
+            client.log_batch(config["run_id"], metrics=[
+                Metric(k, float(v), now, epoch) for k, v in metrics.items()
+                if k not in ("epoch", "resumed_from_epoch")
+            ])
         with tempfile.TemporaryDirectory() as directory:
             unwrapped = model.module if hasattr(model, "module") else model
-            torch.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch}, Path(directory) / STATE_FILE)
+            weights = {k: v.cpu() for k, v in unwrapped.state_dict().items()}
+            torch.save({"model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch},
+                       Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
                              checkpoint_dir_name=f"epoch_{epoch:04d}")
 
@@ -128,19 +141,23 @@ def fit(
     *,
     num_workers: int,
     use_gpu: bool,
+    cpus_per_worker: float,
     storage_path: str,
     storage_filesystem: Any,
     run_name: str,
     max_failures: int = 0,
 ) -> Any:
-    """Run the TorchTrainer; checkpoints of every epoch go to storage_path/run_name."""
+    """Run the TorchTrainer; checkpoints of every epoch go to storage_path/run_name. A run name
+    that already has checkpoints there resumes from its latest one (Ray Train's own restore)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         datasets={"train": data.train, "validation": data.validation},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
