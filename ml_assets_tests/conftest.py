@@ -78,13 +78,23 @@ def graph_assets() -> list[dg.AssetsDefinition]:
     from ml_assets.defs.registry.assets import registered_model
     from ml_assets.defs.serving.assets import deployed_endpoint
     from ml_assets.defs.training.assets import trained_model
+    from ml_assets.defs.training.search_assets import hyperparameter_search
 
-    return [training_features, trained_model, evaluation_report, registered_model,
-            deployed_endpoint]
+    return [training_features, hyperparameter_search, trained_model, evaluation_report,
+            registered_model, deployed_endpoint]
 
 
-def run_config(**trained_model: object) -> dict:
-    return {"ops": {"trained_model": {"config": {"epochs": EPOCHS, **trained_model}}}}
+# a tiny space around values that train well, so the searched model still passes the gate
+SEARCH = {"enabled": True, "num_samples": 6, "max_epochs": 4, "grace_period": 1,
+          "learning_rate": [5e-3, 3e-2], "dropout": [0.0, 0.2],
+          "hidden_sizes": [[64, 32], [32, 16]], "batch_size": [64]}
+
+
+def run_config(search: bool = False, **trained_model: object) -> dict:
+    ops = {"trained_model": {"config": {"epochs": EPOCHS, **trained_model}}}
+    if search:
+        ops["hyperparameter_search"] = {"config": SEARCH}
+    return {"ops": ops}
 
 
 def materialize(instance: dg.DagsterInstance, resources: dict, tenant: str,
@@ -106,7 +116,8 @@ def materialize(instance: dg.DagsterInstance, resources: dict, tenant: str,
 
 @pytest.fixture(scope="session")
 def graph(instance, resources, tenant_data, ray_cluster) -> dict[str, dict[str, object]]:
-    """The whole graph for both tenants: acme one asset at a time, globex in one run.
+    """The whole graph for both tenants: acme one asset at a time (no search), globex in one
+    run with the hyperparameter search on.
 
     Returns, per tenant, each asset's output value and materialization metadata.
     """
@@ -115,7 +126,7 @@ def graph(instance, resources, tenant_data, ray_cluster) -> dict[str, dict[str, 
         materialize(instance, resources, "acme", selection=[asset.key.to_user_string()])
         for asset in graph_assets()
     ]
-    globex_result = materialize(instance, resources, "globex")
+    globex_result = materialize(instance, resources, "globex", config=run_config(search=True))
     for tenant, results in (("acme", acme_results), ("globex", [globex_result])):
         made[tenant] = {}
         for result in results:

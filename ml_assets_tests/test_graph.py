@@ -12,7 +12,7 @@ from ml_assets.defs.serving.assets import post_json
 from ml_assets.events import EventType, Outbox
 from ml_assets.serve_app import MAX_ROWS, VERSION_HEADER
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import EPOCHS, TENANTS
+from ml_assets_tests.conftest import EPOCHS, SEARCH, TENANTS
 
 LIFECYCLE = [
     EventType.MODEL_TRAINING_STARTED,
@@ -146,3 +146,22 @@ def test_outbox_holds_each_tenants_lifecycle_in_order(graph, settings):
         stage_change = next(e for e in events if e.type == EventType.MODEL_STAGE_CHANGED)
         assert (stage_change.data["from_stage"], stage_change.data["to_stage"]) == (
             stages.NONE, stages.STAGING)
+
+
+def test_search_runs_trials_stops_some_early_and_feeds_training(graph, client):
+    """globex ran with the search on (a tiny space); acme with it off."""
+    assert graph["acme"]["hyperparameter_search"] == {"enabled": False, "best_config": {}}
+    search = graph["globex"]["hyperparameter_search"]
+    trials = search["trials"]
+    assert len(trials) >= 4
+    assert any(t["epochs"] < SEARCH["max_epochs"] for t in trials)  # ASHA stopped one
+    best = max(trials, key=lambda t: t["val_roc_auc"])
+    assert search["best_config"]["learning_rate"] == best["learning_rate"]
+    params = client.get_run(graph["globex"]["trained_model"]["run_id"]).data.params
+    for key, value in search["best_config"].items():
+        assert params[key] == str(value), key
+    children = client.search_runs(
+        [client.get_run(search["parent_run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{search['parent_run_id']}'")
+    assert len(children) == len(trials)
+    assert all(client.get_metric_history(c.info.run_id, "val_roc_auc") for c in children)

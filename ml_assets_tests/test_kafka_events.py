@@ -62,9 +62,8 @@ def test_assets_succeed_while_the_broker_is_down_and_events_arrive_later(
     assert result.success
     waiting = [e.type for _, e in events.outbox().pending()]
     assert waiting == [EventType.MODEL_REGISTERED, EventType.MODEL_STAGE_CHANGED]
-    with dg.instance_for_test() as sensor_instance:
-        context = dg.build_sensor_context(instance=sensor_instance,
-                                          resources={"events": events})
+    with dg.instance_for_test() as sensor_instance, dg.build_sensor_context(
+            instance=sensor_instance, resources={"events": events}) as context:
         assert "unavailable" in outbox_relay_sensor(context).skip_message
         broker.start()
         try:

@@ -28,8 +28,9 @@ INITECH = Tenant("initech")
 
 
 def tick(sensor, instance, cursor, **resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    return sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources=resources) as context:
+        return sensor(context)
 
 
 def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resources,

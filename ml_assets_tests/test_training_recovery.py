@@ -16,6 +16,7 @@ from ml_assets import churn_data
 from ml_assets.churn_data import FEATURES, LABEL
 from ml_assets.defs.features.assets import training_features
 from ml_assets.defs.training.assets import trained_model
+from ml_assets.defs.training.search_assets import hyperparameter_search
 from ml_assets.tenants import Tenant
 from ml_assets_tests.servers import S3_KEYS, s3_store
 
@@ -34,8 +35,8 @@ def recovery_resources(resources, settings, s3_endpoint):
 
 def train(instance, resources, tenant: str, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [training_features, trained_model], partition_key=tenant, instance=instance,
-        resources=resources,
+        [training_features, hyperparameter_search, trained_model], partition_key=tenant,
+        instance=instance, resources=resources,
         run_config={"ops": {"trained_model": {"config": {"num_workers": 2, **config}}}})
 
 
@@ -67,6 +68,7 @@ import json, os, sys
 import dagster as dg
 from ml_assets.defs.features.assets import training_features
 from ml_assets.defs.training.assets import trained_model
+from ml_assets.defs.training.search_assets import hyperparameter_search
 from ml_assets.resources import build_resources
 from ml_assets.settings import load_settings
 from ml_assets_tests.servers import s3_store
@@ -75,7 +77,8 @@ resources = {**build_resources(load_settings(args["env"])),
              "object_store": s3_store(args["s3"], args["bucket"])}
 with dg.instance_for_test() as instance:
     instance.add_dynamic_partitions("tenant", [args["tenant"]])
-    dg.materialize([training_features, trained_model], partition_key=args["tenant"],
+    dg.materialize([training_features, hyperparameter_search, trained_model],
+                   partition_key=args["tenant"],
                    instance=instance, resources=resources, run_config=args["run_config"])
 """
 

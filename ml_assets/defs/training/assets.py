@@ -76,6 +76,7 @@ def trained_model(
     context: dg.AssetExecutionContext,
     config: ExperimentConfig,
     training_features: pd.DataFrame,
+    hyperparameter_search: dict,
     ray: RayCluster,
     mlflow: MlflowRegistry,
     object_store: ObjectStore,
@@ -88,6 +89,9 @@ def trained_model(
 
     tenant = Tenant.from_context(context)
     object_store.check()
+    if hyperparameter_search["best_config"]:
+        config = config.model_copy(update=hyperparameter_search["best_config"])
+        context.log.info(f"training with the searched config: {config.model_dump()}")
     data_version = content_hash(training_features)
     training_key = _training_key(config, data_version)
     run_id, run_name = _unfinished_run(mlflow, tenant, training_key)
