@@ -1,6 +1,7 @@
 """`make bench`: every benchmark in turn."""
 
-from bench import events
+from bench import events, training
 
 if __name__ == "__main__":
     events.main([])
+    training.main([])

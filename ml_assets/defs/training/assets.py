@@ -67,6 +67,16 @@ def _unfinished_run(mlflow: MlflowRegistry, tenant: Tenant,
     return (runs[0].info.run_id, runs[0].info.run_name) if runs else (None, None)
 
 
+def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
+    """The newest complete epoch checkpoint an earlier attempt of this run left, if any."""
+    from ml_assets.defs.training.ray_training import STATE_FILE
+
+    epochs = sorted(key.rsplit("/", 2)[-2] for key in
+                    object_store.list(tenant, "checkpoints", run_name)
+                    if key.endswith(f"/{STATE_FILE}"))
+    return object_store.path(tenant, "checkpoints", run_name, epochs[-1]) if epochs else None
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="training",
@@ -107,6 +117,7 @@ def trained_model(
     else:
         context.log.info(f"resuming MLflow run {run_id} and Ray Train run {run_name}: an "
                          "earlier attempt with this config and data did not finish")
+    resume_from = _latest_checkpoint(object_store, tenant, run_name)
     client = mlflow.client()
     logged = client.get_run(run_id).data.params
     for key, value in config.model_dump().items():
@@ -124,6 +135,7 @@ def trained_model(
             use_gpu=config.use_gpu,
             cpus_per_worker=config.cpus_per_worker,
             max_failures=config.max_failures,
+            resume_from=resume_from,
             storage_path=object_store.path(tenant, "checkpoints"),
             storage_filesystem=object_store.filesystem(),
             run_name=run_name,

@@ -64,7 +64,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
                                  weight_decay=config["weight_decay"])
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # this run's latest, after a worker failure
+    if checkpoint is None and config.get("resume_from"):  # an earlier, killed attempt's
+        checkpoint = ray.train.Checkpoint(config["resume_from"],
+                                          filesystem=config["resume_filesystem"])
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
@@ -146,12 +149,16 @@ def fit(
     storage_filesystem: Any,
     run_name: str,
     max_failures: int = 0,
+    resume_from: str | None = None,
 ) -> Any:
-    """Run the TorchTrainer; checkpoints of every epoch go to storage_path/run_name. A run name
-    that already has checkpoints there resumes from its latest one (Ray Train's own restore)."""
+    """Run the TorchTrainer; checkpoints of every epoch go to storage_path/run_name. With
+    resume_from (a checkpoint directory in the same filesystem) the first attempt starts there."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    # Ray Train V2 deprecates resume_from_checkpoint: the loop loads it itself (ray#49454)
+    loop_config = {**loop_config, "resume_from": resume_from,
+                   "resume_filesystem": storage_filesystem}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
