@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -69,8 +70,6 @@ class ChurnPredictor:
             return JSONResponse({"error": str(exc)}, 413, headers=headers)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 422, headers=headers)
-        import torch
-
         with torch.no_grad():
             p = self.model(torch.tensor(rows, dtype=torch.float32)).tolist()
         return JSONResponse(

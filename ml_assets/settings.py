@@ -15,7 +15,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Settings:
-    env: str
     state_dir: Path
     ray_address: str | None
     ray_num_cpus: int
@@ -73,7 +72,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     mlflow_dir = state_dir / "mlflow"
     tracking_uri = env.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
     return Settings(
-        env=env.get("ML_ASSETS_ENV", "local"),
         state_dir=state_dir,
         ray_address=env.get("RAY_ADDRESS") or _local_head_address(state_dir),
         ray_num_cpus=int(env.get("ML_ASSETS_RAY_NUM_CPUS", "4")),

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from ml_assets.events import TOPIC, EventType, LifecycleEvent, Outbox, ensure_topic, producer, relay
 from ml_assets.tenants import Tenant
@@ -22,8 +23,13 @@ class LifecycleEvents(dg.ConfigurableResource):
     topic: str = TOPIC
     step_relay_timeout_s: float = 3.0  # after a step: short, the sensor retries the rest
 
+    _outbox: Outbox | None = PrivateAttr(default=None)
+
     def outbox(self) -> Outbox:
-        return Outbox(self.outbox_path)
+        """One outbox (one sqlite connection) per resource, not one per event."""
+        if self._outbox is None:
+            self._outbox = Outbox(self.outbox_path)
+        return self._outbox
 
     def emit(self, type: EventType, tenant: Tenant, **data: Any) -> LifecycleEvent:
         return self.outbox().append(LifecycleEvent(type=type, tenant=tenant.key, data=data))
