@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ml_assets import churn_data
+from ml_assets.defs.monitoring.assets import MONITORED_ASSET
 from ml_assets.defs.registry import stages
 from ml_assets.defs.registry.assets import register_version
 from ml_assets.defs.registry.ledger import production_history
@@ -99,10 +100,11 @@ def touch_source(feast: FeastStore, key: str) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 
 
-def fail_check(instance, key: str, name: str = "feature_drift") -> None:
+def fail_check(instance, key: str, name: str = "feature_drift",
+               severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> None:
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey("deployed_endpoint"), check_name=name, passed=False,
-        partition=key))
+        asset_key=dg.AssetKey(MONITORED_ASSET), check_name=name, passed=False,
+        partition=key, severity=severity))
 
 
 def test_retrain_on_new_source_data_once_per_cooldown(feast):
@@ -132,6 +134,7 @@ def test_a_failed_check_requests_a_retrain_for_its_tenant_only(feast):
         instance.add_dynamic_partitions("tenant", ["acme", "globex"])
         cursor = tick(retrain_sensor, instance, None, feast=feast, retrain_policy=policy).cursor
         fail_check(instance, "globex", "some_other_check")  # not in the policy
+        fail_check(instance, "acme", severity=dg.AssetCheckSeverity.WARN)  # too few rows
         assert tick(retrain_sensor, instance, cursor, feast=feast,
                     retrain_policy=policy).run_requests == []
         fail_check(instance, "globex")

@@ -9,6 +9,7 @@ import dagster as dg
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.retrain import RetrainPolicy
@@ -36,6 +37,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "events": LifecycleEvents(outbox_path=str(settings.outbox_path),
                                   kafka_bootstrap=settings.kafka_bootstrap),
         "retrain_policy": RetrainPolicy(),
+        "monitoring_policy": MonitoringPolicy(),
         "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }

@@ -8,6 +8,7 @@ from ml_assets.churn_data import FEATURES
 from ml_assets.defs.features.assets import content_hash
 from ml_assets.defs.training.config import ExperimentConfig
 from ml_assets.events import EventType
+from ml_assets.monitoring import PROFILE_ARTIFACT, reference_profile
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
@@ -19,8 +20,9 @@ MODEL_ARTIFACT = "model"
 
 
 def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: ExperimentConfig,
-               example: pd.DataFrame) -> str:
-    """Log the served model (preprocessing inside) with signature and input example."""
+               example: pd.DataFrame, train_rows: pd.DataFrame) -> str:
+    """Log the served model (preprocessing inside) with signature and input example, and the
+    reference profile monitoring compares live traffic with (train rows, their predictions)."""
     import mlflow as mlflow_api
     import torch
     from mlflow import pytorch as mlflow_pytorch
@@ -34,6 +36,8 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
                        torch.from_numpy(data.std)).eval()
     with torch.no_grad():
         output = model(torch.tensor(example.to_numpy(), dtype=torch.float32)).numpy()
+        train_predictions = model(torch.tensor(train_rows.to_numpy(), dtype=torch.float32))
+    profile = reference_profile(train_rows, train_predictions.numpy())
     with mlflow_api.start_run(run_id=run_id, log_system_metrics=False):
         info = mlflow_pytorch.log_model(
             model,
@@ -44,6 +48,7 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
             # named-column signature. ml_assets is installed wherever the model is loaded.
             serialization_format="pickle",
         )
+        mlflow_api.log_dict(profile, PROFILE_ARTIFACT)
     return info.model_uri
 
 
@@ -155,7 +160,7 @@ def trained_model(
         train_rows = training_features.loc[training_features["split"] == "train", FEATURES]
         example = train_rows.dropna().head(5)
         model_uri = _log_model(mlflow, run_id, ray_training.load_state(result.checkpoint), data,
-                               config, example.reset_index(drop=True))
+                               config, example.reset_index(drop=True), train_rows)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

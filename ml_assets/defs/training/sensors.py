@@ -5,6 +5,7 @@ import time
 
 import dagster as dg
 
+from ml_assets.defs.monitoring.assets import MONITORED_ASSET
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.tenants import Tenant, tenant_partitions
@@ -27,7 +28,8 @@ def source_version(feast: FeastStore, tenant: Tenant) -> str | None:
 
 def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[str],
                         after_id: int) -> tuple[int, str] | None:
-    """(record id, check name) of the newest failed check on deployed_endpoint past after_id."""
+    """(record id, check name) of the newest breach (failed, severity ERROR) of a monitoring
+    check past after_id; a too-few-rows warning is not a breach."""
     from dagster._core.event_api import PartitionKeyFilter
     from dagster._core.storage.asset_check_execution_record import (
         AssetCheckExecutionRecordStatus,
@@ -35,12 +37,15 @@ def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[
 
     newest = None
     for name in checks:
-        key = dg.AssetCheckKey(dg.AssetKey("deployed_endpoint"), name)
+        key = dg.AssetCheckKey(dg.AssetKey(MONITORED_ASSET), name)
         records = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=1, status={AssetCheckExecutionRecordStatus.FAILED},
+            key, limit=20, status={AssetCheckExecutionRecordStatus.FAILED},
             partition_filter=PartitionKeyFilter(key=tenant))
-        if records and records[0].id > after_id and (newest is None or records[0].id > newest[0]):
-            newest = (records[0].id, name)
+        breaches = [r for r in records if r.id > after_id and r.event is not None
+                    and r.event.asset_check_evaluation is not None
+                    and r.event.asset_check_evaluation.severity == dg.AssetCheckSeverity.ERROR]
+        if breaches and (newest is None or breaches[0].id > newest[0]):
+            newest = (breaches[0].id, name)
     return newest
 
 
@@ -50,7 +55,8 @@ def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains a tenant (features -> registered model) when its source data changed "
-    "or a drift / error-rate check on its endpoint failed; one per cooldown, capped runs.",
+    "or a drift / error-rate check of its model_monitoring failed; one per cooldown, capped "
+    "runs.",
 )
 def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
                    retrain_policy: RetrainPolicy) -> dg.SensorResult:

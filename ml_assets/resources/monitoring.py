@@ -1,0 +1,42 @@
+"""What the monitoring checks hold a tenant's prediction log to: window and thresholds."""
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from ml_assets.tenants import Tenant
+
+
+class MonitoringThresholds(dg.Config):
+    """Limits of one tenant's checks; a breach fails the check with severity ERROR."""
+
+    latency_p95_sla_ms: float = Field(50.0, gt=0, description="p95 request latency SLA")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="share of 5xx requests")
+    prediction_shift_sigmas: float = Field(
+        2.0, gt=0, description="mean prediction shift, in reference prediction std devs")
+    feature_drift_alpha: float = Field(
+        0.01, gt=0, lt=1, description="KS p-value (Benjamini-Hochberg adjusted) below which a "
+        "feature shift is significant")
+    feature_drift_min_psi: float = Field(
+        0.1, ge=0, description="PSI from which a significant shift counts as drift")
+    min_rows: int = Field(200, ge=1, description="fewer scored rows: drift checks only warn")
+    min_requests: int = Field(100, ge=1, description="fewer requests: SLA checks only warn")
+
+
+class MonitoringPolicy(dg.ConfigurableResource):
+    """The window each monitoring run summarizes and the thresholds per tenant."""
+
+    window_minutes: float = Field(60.0, gt=0)
+    thresholds: MonitoringThresholds = Field(default_factory=MonitoringThresholds)
+    tenant_thresholds: dict[str, MonitoringThresholds] = Field(
+        default_factory=dict, description="per-tenant thresholds; fields left out take the "
+        "built-in defaults")
+
+    @field_validator("tenant_thresholds")
+    @classmethod
+    def _valid_tenants(cls, value: dict) -> dict:
+        for key in value:
+            Tenant(key)
+        return value
+
+    def for_tenant(self, tenant: Tenant) -> MonitoringThresholds:
+        return self.tenant_thresholds.get(tenant.key, self.thresholds)
