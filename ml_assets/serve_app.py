@@ -1,11 +1,18 @@
-"""The Ray Serve deployment answering one tenant's predictions over HTTP.
+"""The one Ray Serve application answering every tenant: POST /v1/{tenant}/predict.
 
-Imported only by the serving asset: ray.serve and mlflow are slow to import.
+A tenant costs a model load, not a replica: models are multiplexed per (tenant, version), the
+version is picked by the tenant's route (routing.py), never by the client. Imported only by
+the serving code: ray.serve, mlflow, torch and feast are slow to import.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import threading
+import time
+import uuid
 from typing import Any
 
 import torch
@@ -13,27 +20,41 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ml_assets.churn_data import FEATURES
+from ml_assets import prediction_log
+from ml_assets.churn_data import ENTITY, FEATURES
+from ml_assets.resources.feast import FeastStore
+from ml_assets.resources.object_store import ObjectStore
+from ml_assets.routing import KEY_HEADER, ROUTE_HEADER, VERSION_HEADER, Route, route_table
+from ml_assets.tenants import Tenant
 
+APP_NAME = "churn"
+ROUTE_PREFIX = "/v1"
 MAX_ROWS = 1024
-VERSION_HEADER = "x-model-version"
+MODELS_PER_REPLICA = 32  # ~100 KB each: a replica holds every tenant's live versions
+
+logger = logging.getLogger("ray.serve")
 
 
-def validate_rows(body: Any) -> list[list[float]]:
-    """Feature rows from a request body {"rows": [{feature: number|null, ...}, ...]}."""
-    if not isinstance(body, dict) or not isinstance(body.get("rows"), list) or not body["rows"]:
-        raise ValueError('body must be {"rows": [{feature: value, ...}, ...]} with >= 1 row')
-    rows = body["rows"]
-    if len(rows) > MAX_ROWS:
-        raise OverflowError(f"{len(rows)} rows in one request; at most {MAX_ROWS}")
+class RequestError(Exception):
+    """A request refused with an HTTP status and a message naming what was wrong."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def validate_rows(rows: Any) -> list[list[float]]:
+    """Feature rows [{feature: number|null, ...}, ...] as a matrix in FEATURES order."""
+    if not isinstance(rows, list) or not rows:
+        raise RequestError(422, "rows must be a non-empty list of {feature: value} objects")
     matrix = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise ValueError(f"rows[{i}] must be an object of feature values")
+            raise RequestError(422, f"rows[{i}] must be an object of feature values")
         missing, unknown = set(FEATURES) - row.keys(), row.keys() - set(FEATURES)
         if missing or unknown:
-            raise ValueError(f"rows[{i}]: missing features {sorted(missing)}, "
-                             f"unknown features {sorted(unknown)}")
+            raise RequestError(422, f"rows[{i}]: missing features {sorted(missing)}, "
+                                    f"unknown features {sorted(unknown)}")
         values = []
         for name in FEATURES:
             value = row[name]
@@ -42,37 +63,188 @@ def validate_rows(body: Any) -> list[list[float]]:
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 values.append(float(value))
             else:
-                raise ValueError(f"rows[{i}].{name} must be a number or null, got {value!r}")
+                raise RequestError(422, f"rows[{i}].{name} must be a number or null, "
+                                        f"got {value!r}")
         matrix.append(values)
     return matrix
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
-class ChurnPredictor:
-    """Loads one registered model version and scores feature rows."""
+def validate_customer_ids(ids: Any) -> list[int]:
+    if not isinstance(ids, list) or not ids:
+        raise RequestError(422, "customer_ids must be a non-empty list of integers")
+    for i, value in enumerate(ids):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RequestError(422, f"customer_ids[{i}] must be an integer, got {value!r}")
+    return ids
 
-    def __init__(self, tenant: str, model_uri: str, version: str, tracking_uri: str) -> None:
+
+def parse_body(body: Any) -> tuple[str, list]:
+    """("rows" | "customer_ids", the list) of a request body; exactly one of the two."""
+    if not isinstance(body, dict):
+        raise RequestError(422, 'body must be {"rows": [...]} or {"customer_ids": [...]}')
+    given = [field for field in ("rows", "customer_ids") if field in body]
+    unknown = body.keys() - {"rows", "customer_ids", "key"}
+    if len(given) != 1 or unknown:
+        raise RequestError(422, 'body must have exactly one of "rows", "customer_ids" '
+                                f'(and optionally "key"); got fields {sorted(body)}')
+    items = body[given[0]]
+    if isinstance(items, list) and len(items) > MAX_ROWS:
+        raise RequestError(413, f"{len(items)} {given[0]} in one request; at most {MAX_ROWS}")
+    return given[0], items
+
+
+def tenant_of(path: str) -> str:
+    """The tenant key of /v1/{tenant}/predict; RequestError 404 for any other path."""
+    parts = path.strip("/").split("/")
+    if len(parts) != 3 or parts[0] != ROUTE_PREFIX.strip("/") or parts[2] != "predict":
+        raise RequestError(404, "no such route: POST /v1/{tenant}/predict")
+    return parts[1]
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=256,
+    logging_config={"enable_access_log": False},  # one log line per request costs ~1 ms here
+)
+class ChurnService:
+    """Scores feature rows (or customers' online features) with the version the tenant's route
+    picks, and appends every request to the tenant's prediction log off the request path."""
+
+    async def __init__(self, feast: dict, object_store: dict, log_flush_s: float = 2.0) -> None:
+        self.feast, self.object_store = FeastStore(**feast), ObjectStore(**object_store)
+        self.log_flush_s = log_flush_s
+        self.routes: dict[str, Route] = {}
+        self.routes_version = -1
+        self.feature_stores: dict[str, Any] = {}
+        self.log_buffer: dict[str, list[dict]] = {}
+        self.load_lock = threading.Lock()
+        await self._refresh_routes(timeout_s=0)
+        self.background = [asyncio.create_task(self._follow_routes()),
+                           asyncio.create_task(self._flush_periodically())]
+
+    async def _refresh_routes(self, timeout_s: float) -> None:
+        version, routes = await route_table().wait_newer.remote(self.routes_version, timeout_s)
+        self.routes = {tenant: Route(**route) for tenant, route in routes.items()}
+        self.routes_version = version
+
+    async def _follow_routes(self) -> None:
+        while True:
+            try:
+                await self._refresh_routes(timeout_s=30)
+            except Exception:  # noqa: BLE001 - keep serving the last routes; retry shortly
+                logger.exception("route table unreachable")
+                await asyncio.sleep(1)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.log_flush_s)
+            try:
+                await self.flush_log()
+            except Exception:  # noqa: BLE001 - the buffer is kept and written next time
+                logger.exception("prediction log flush failed")
+
+    async def flush_log(self) -> int:
+        """Write the buffered log rows, one parquet file per tenant; how many rows."""
+        buffered, self.log_buffer = self.log_buffer, {}
+        written = 0
+        for tenant, records in buffered.items():
+            try:
+                await asyncio.to_thread(prediction_log.write, self.object_store, Tenant(tenant),
+                                        records)
+                written += len(records)
+            except Exception:
+                self.log_buffer.setdefault(tenant, []).extend(records)  # nothing is lost
+                raise
+        return written
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str) -> torch.nn.Module:
+        """The model of "tenant/version", loaded once per replica (LRU beyond the cap)."""
+        tenant, version = model_id.split("/")
+        route = self.routes[tenant]
+        return await asyncio.to_thread(self._load_blocking, tenant, version, route.registry_uri)
+
+    def _load_blocking(self, tenant: str, version: str, registry_uri: str) -> torch.nn.Module:
         import mlflow
         import mlflow.pytorch
 
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        self.tenant, self.version = tenant, version
-        self.model = mlflow.pytorch.load_model(model_uri).eval()
+        # mlflow resolves models:/ sources through its process-wide URIs (download_artifacts'
+        # tracking_uri is not passed down): set them and load under one lock
+        with self.load_lock:
+            mlflow.set_tracking_uri(registry_uri)
+            mlflow.set_registry_uri(registry_uri)
+            uri = f"models:/{Tenant(tenant).registered_model_name}/{version}"
+            return mlflow.pytorch.load_model(uri).eval()
+
+    def _online_rows(self, tenant: str, customer_ids: list[int]) -> list[list[float]]:
+        store = self.feature_stores.get(tenant)
+        if store is None:
+            store = self.feature_stores[tenant] = self.feast.store(Tenant(tenant))
+        columns = self.feast.online_features(store, customer_ids)
+        rows = [[columns[name][i] for name in FEATURES] for i in range(len(customer_ids))]
+        unknown = [cid for cid, row in zip(customer_ids, rows, strict=True)
+                   if all(v is None for v in row)]
+        if unknown:
+            raise RequestError(404, f"no online features for customer_ids {unknown[:10]}")
+        return [[math.nan if v is None else float(v) for v in row] for row in rows]
 
     async def __call__(self, request: Request) -> JSONResponse:
-        headers = {VERSION_HEADER: self.version}
-        if request.method != "POST" or not request.url.path.rstrip("/").endswith("/predict"):
-            return JSONResponse({"error": "POST /v1/{tenant}/predict"}, 404, headers=headers)
+        started = time.perf_counter()
+        tenant, version, route = None, None, None
+        headers: dict[str, str] = {}
+        customer_ids: list[int | None] = [None]
+        matrix: list[list[float]] = []
         try:
-            rows = validate_rows(await request.json())
-        except OverflowError as exc:
-            return JSONResponse({"error": str(exc)}, 413, headers=headers)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, 422, headers=headers)
-        with torch.no_grad():
-            p = self.model(torch.tensor(rows, dtype=torch.float32)).tolist()
+            if request.method != "POST":
+                raise RequestError(405, "use POST /v1/{tenant}/predict")
+            tenant = tenant_of(request.url.path)
+            if tenant not in self.routes:
+                raise RequestError(404, f"unknown tenant {tenant!r}")
+            try:
+                body = await request.json()
+            except ValueError as exc:
+                raise RequestError(422, f"body is not JSON: {exc}") from None
+            field, items = parse_body(body)
+            key = body.get("key") or request.headers.get(KEY_HEADER)
+            if field == "customer_ids":
+                customer_ids = validate_customer_ids(items)
+                key = key or str(customer_ids[0])
+            else:
+                matrix = validate_rows(items)
+            version, route = self.routes[tenant].pick(tenant, None if key is None else str(key))
+            headers = {VERSION_HEADER: version, ROUTE_HEADER: route}
+            try:
+                model = await self.get_model(f"{tenant}/{version}")
+            except Exception as exc:  # noqa: BLE001 - this tenant's model only; others serve
+                logger.exception("model %s/%s failed to load", tenant, version)
+                raise RequestError(503, f"model version {version} of tenant {tenant!r} "
+                                        f"failed to load: {type(exc).__name__}") from None
+            if field == "customer_ids":
+                matrix = await asyncio.to_thread(self._online_rows, tenant, customer_ids)
+            with torch.no_grad():
+                predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
+        except RequestError as exc:
+            if tenant in self.routes:  # unknown tenants have no log to write to
+                self._log(tenant, version, route, exc.status, started, [None], [], [None])
+            return JSONResponse({"error": str(exc)}, exc.status, headers=headers)
+        self._log(tenant, version, route, 200, started, customer_ids, matrix, predictions)
         return JSONResponse(
-            {"tenant": self.tenant, "model_version": self.version, "predictions": p},
+            {"tenant": tenant, "model_version": version, "route": route,
+             "predictions": predictions},
             headers=headers,
         )
+
+    def _log(self, tenant: str, version: str | None, route: str | None, status: int,
+             started: float, customer_ids: list, matrix: list, predictions: list) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        request = {"request_id": uuid.uuid4().hex, "ts": time.time_ns() // 1000, "tenant": tenant,
+                   "model_version": version, "route": route, "status": status,
+                   "latency_ms": latency_ms}
+        rows = self.log_buffer.setdefault(tenant, [])
+        for i, prediction in enumerate(predictions):
+            values = matrix[i] if matrix else [None] * len(FEATURES)
+            row = dict(zip(FEATURES, (None if v is None or math.isnan(v) else v
+                                      for v in values), strict=True))
+            cid = customer_ids[i] if len(customer_ids) > i else None
+            rows.append({**request, ENTITY: cid, "prediction": prediction, **row})
+

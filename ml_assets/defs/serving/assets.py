@@ -1,5 +1,4 @@
-"""The tenant's live HTTP endpoint on Ray Serve."""
-
+"""The tenant's live HTTP endpoint: a route on the one multi-tenant Ray Serve application."""
 
 import json
 import time
@@ -13,16 +12,23 @@ from pydantic import Field
 from ml_assets.defs.registry import stages
 from ml_assets.events import EventType
 from ml_assets.resources.events import LifecycleEvents
+from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
+from ml_assets.routing import VERSION_HEADER, Route, get_route, set_route
 from ml_assets.tenants import Tenant, tenant_partitions
 
 
 class DeployConfig(dg.Config):
-    """Which version to serve and how hard to smoke-test it."""
+    """Which version to serve, how much traffic its Staging canary gets, how hard to smoke-test."""
 
     version: str | None = Field(
         None, description="registered version to deploy; default: Production, else Staging")
+    canary_weight: int | None = Field(
+        None, ge=0, le=100,
+        description="percent of request keys sent to the Staging version; 0 aborts a canary, "
+        "100 promotes it; default: keep the tenant's current weight")
     smoke_requests: int = Field(20, ge=1, le=1000)
 
 
@@ -63,10 +69,52 @@ def version_to_deploy(client, tenant: Tenant, requested: str | None):
         f"tenant {tenant.key!r} has no Staging or Production model version to deploy")
 
 
+def canary_version(client, tenant: Tenant, primary: str, weight: int) -> str | None:
+    """The Staging version that takes `weight` percent of keys, or None without a canary."""
+    if weight == 0:
+        return None
+    staging = stages.version_with_alias(client, tenant, stages.STAGING)
+    if staging is None or str(staging.version) == primary:
+        raise stages.StageTransitionError(
+            f"canary weight {weight} for tenant {tenant.key!r}, but it has no Staging version "
+            f"other than the served version {primary}")
+    return str(staging.version)
+
+
+def wait_until_routed(url: str, route: Route, row: dict, timeout_s: float = 30) -> None:
+    """Until the endpoint answers with the new route (replicas pick it up by long-poll)."""
+    expected = {route.primary} | ({route.canary} if route.canary_weight else set())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, headers, body = post_json(url, {"rows": [row]})
+        if status == 200 and headers.get(VERSION_HEADER) in expected:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} still answers {status} {headers.get(VERSION_HEADER)} "
+                               f"{body} after {timeout_s} s; expected versions {expected}")
+        time.sleep(0.1)
+
+
+def ensure_app(feast: FeastStore, object_store: ObjectStore,
+               serve_endpoint: ServeEndpoint) -> None:
+    """Start the one multi-tenant Serve application unless it runs: tenants share it."""
+    from ray import serve
+
+    from ml_assets.serve_app import APP_NAME, ROUTE_PREFIX, ChurnService
+
+    serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port})
+    app = serve.status().applications.get(APP_NAME)
+    if app is None or app.status != "RUNNING":
+        # plain config: resources carry runtime state (locks) that does not pickle
+        serve.run(ChurnService.bind(feast.model_dump(), object_store.model_dump()),
+                  name=APP_NAME,
+                  route_prefix=ROUTE_PREFIX)
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="serving",
-    kinds={"ray"},
+    kinds={"ray", "feast"},
     deps=["registered_model"],  # reads the registry's state, not the last registration
 )
 def deployed_endpoint(
@@ -74,51 +122,65 @@ def deployed_endpoint(
     config: DeployConfig,
     ray: RayCluster,
     mlflow: MlflowRegistry,
+    feast: FeastStore,
+    object_store: ObjectStore,
     serve_endpoint: ServeEndpoint,
     events: LifecycleEvents,
 ) -> dg.Output[dict]:
-    """The tenant's model version live on Ray Serve at POST /v1/{tenant}/predict, smoke-tested
-    with real HTTP requests (p50/p95 in metadata). Only Staging or Production versions serve."""
+    """The tenant's route on the shared Ray Serve app (POST /v1/{tenant}/predict): its
+    Production version (else Staging), optionally a Staging canary on a share of request keys,
+    its latest features in the online store; smoke-tested over HTTP (p50/p95 in metadata)."""
     tenant = Tenant.from_context(context)
-    version = version_to_deploy(mlflow.client(), tenant, config.version)
+    client = mlflow.client()
+    version = version_to_deploy(client, tenant, config.version)
     stage = stages.stage_of(version)
     if stage not in stages.SERVABLE:
         raise stages.StageTransitionError(
             f"version {version.version} of tenant {tenant.key!r} is in stage {stage}; "
             f"only {sorted(stages.SERVABLE)} versions are deployed"
         )
-    model_uri = f"models:/{version.name}/{version.version}"
-    rows = input_example(model_uri)
+    primary = str(version.version)
+    if config.canary_weight is not None:  # bad canary config fails before any work
+        canary_version(client, tenant, primary, config.canary_weight)
+    rows = input_example(f"models:/{version.name}/{primary}")
+    customers = feast.materialize_online(tenant)
+    context.log.info(f"tenant {tenant.key}: {customers} customers in the online store")
 
     ray.connect()
-    from ray import serve
-
-    from ml_assets.serve_app import VERSION_HEADER, ChurnPredictor
-
-    serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port})
-    app = ChurnPredictor.bind(tenant.key, model_uri, str(version.version), mlflow.tracking_uri)
-    serve.run(app, name=tenant.serve_app_name, route_prefix=tenant.route_prefix)
+    ensure_app(feast, object_store, serve_endpoint)
+    current = get_route(tenant)
+    weight = config.canary_weight
+    if weight is None:
+        weight = current.canary_weight if current else 0
+    route = Route(registry_uri=mlflow.tracking_uri, primary=primary,
+                  canary=canary_version(client, tenant, primary, weight), canary_weight=weight)
+    set_route(tenant, route)
 
     url = serve_endpoint.url(tenant)
+    wait_until_routed(url, route, rows[0])
     latencies = []
     for i in range(config.smoke_requests):
         started = time.perf_counter()
-        status, headers, body = post_json(url, {"rows": [rows[i % len(rows)]]})
+        status, headers, body = post_json(url, {"rows": [rows[i % len(rows)]],
+                                                "key": f"smoke-{i}"})
         latencies.append((time.perf_counter() - started) * 1000)
         if status != 200 or not 0.0 <= body["predictions"][0] <= 1.0:
             raise RuntimeError(f"smoke request to {url} failed: {status} {body}")
-        if headers.get(VERSION_HEADER) != str(version.version):
+        if headers.get(VERSION_HEADER) not in {route.primary, route.canary}:
             raise RuntimeError(f"{url} answered with version {headers.get(VERSION_HEADER)}")
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95))
-    events.emit(EventType.MODEL_DEPLOYED, tenant, model=version.name,
-                version=str(version.version), stage=stage, url=url)
+    events.emit(EventType.MODEL_DEPLOYED, tenant, model=version.name, version=primary,
+                stage=stage, url=url, canary=route.canary, canary_weight=route.canary_weight)
     return dg.Output(
-        {"url": url, "version": str(version.version), "stage": stage,
-         "app": tenant.serve_app_name, "sample_row": rows[0]},
+        {"url": url, "version": primary, "stage": stage, "canary": route.canary,
+         "canary_weight": route.canary_weight, "sample_row": rows[0]},
         metadata={
             "url": dg.MetadataValue.url(url),
-            "version": str(version.version),
+            "version": primary,
             "stage": stage,
+            "canary_version": route.canary or "",
+            "canary_weight": route.canary_weight,
+            "online_customers": customers,
             "smoke_requests": config.smoke_requests,
             "smoke_p50_ms": dg.MetadataValue.float(p50),
             "smoke_p95_ms": dg.MetadataValue.float(p95),
