@@ -123,6 +123,23 @@ def rollback(settings: Settings, tenant: Tenant) -> str:
     return f"tenant {tenant.key}: rolled back to version {moved.version}, redeployed"
 
 
+def route(settings: Settings, tenant: Tenant, canary_weight: int) -> str:
+    """Send canary_weight percent of the tenant's request keys to its Staging version."""
+    from ml_assets.resources.ray import RayCluster
+    from ml_assets.routing import set_canary_weight
+
+    if not settings.ray_address or not _reachable(settings.ray_address):
+        raise ValueError("no Ray cluster serves the endpoint: set RAY_ADDRESS or run `make demo`")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    client, events = _registry(settings)
+    RayCluster(address=settings.ray_address).connect()
+    moved = set_canary_weight(client, events, tenant, canary_weight,
+                              actor=f"cli:{getpass.getuser()}")
+    canary = f"canary version {moved.canary} on {moved.canary_weight} % of keys" \
+        if moved.canary else "no canary"
+    return f"tenant {tenant.key}: version {moved.primary} serves, {canary}"
+
+
 def history(settings: Settings, tenant: Tenant, at: str | None) -> str:
     from datetime import datetime
 
@@ -175,6 +192,30 @@ def summary(settings: Settings, tenant: Tenant) -> str:
     ])
 
 
+def api_key_command(settings: Settings, args: argparse.Namespace) -> str:
+    """Create (for a registered tenant), list or revoke ML Service API keys."""
+    from ml_assets.service.keys import KeyStore, Role
+
+    keys = KeyStore(settings.api_keys_path)
+    if args.action == "create":
+        from ml_assets.tenants import registered_tenants
+
+        tenant = Tenant(args.tenant)
+        with _instance(settings) as instance:
+            if tenant.key not in registered_tenants(instance):
+                raise ValueError(f"tenant {tenant.key!r} is not registered: "
+                                 f"run `ml-assets tenant add {tenant.key}` first")
+        key, token = keys.create(tenant, Role[args.role])
+        return (f"API key {key.id} for tenant {tenant.key}, role {key.role.name} "
+                f"(shown once, store it now):\n{token}")
+    if args.action == "list":
+        return "\n".join(f"{k.id}  {k.tenant.key:40}  {k.role.name:9}  {k.created_at}"
+                         for k in keys.list())
+    if not keys.revoke(args.key_id):
+        raise ValueError(f"no active API key {args.key_id!r}")
+    return f"API key {args.key_id} revoked"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -205,8 +246,23 @@ def main(argv: list[str] | None = None) -> int:
     history_cmd = commands.add_parser("history", help="the tenant's Production versions over time")
     history_cmd.add_argument("tenant")
     history_cmd.add_argument("--at", help="ISO time (with offset): which version was Production")
+    route_cmd = commands.add_parser(
+        "route", help="canary traffic: percent of request keys on the Staging version "
+        "(0 aborts the canary, 100 promotes it)")
+    route_cmd.add_argument("tenant")
+    route_cmd.add_argument("--canary", type=int, required=True, metavar="PERCENT")
     show = commands.add_parser("summary", help="what the graph made for a tenant")
     show.add_argument("tenant")
+    commands.add_parser("serve-api", help="the ML Service API (port 8000 unless "
+                        "ML_ASSETS_API_PORT says otherwise)")
+    api_key = commands.add_parser("api-key", help="API keys of the ML Service").add_subparsers(
+        dest="action", required=True)
+    key_create = api_key.add_parser("create", help="a key for one tenant; prints it once")
+    key_create.add_argument("tenant")
+    key_create.add_argument("--role", choices=["viewer", "trainer", "promoter"], default="viewer")
+    api_key.add_parser("list", help="active keys (ids, tenants, roles; never secrets)")
+    key_revoke = api_key.add_parser("revoke")
+    key_revoke.add_argument("key_id")
     args = parser.parse_args(argv)
     settings = load_settings()
 
@@ -241,6 +297,14 @@ def main(argv: list[str] | None = None) -> int:
             print(history(settings, Tenant(args.tenant), args.at))
         elif args.command == "summary":
             print(summary(settings, Tenant(args.tenant)))
+        elif args.command == "route":
+            print(route(settings, Tenant(args.tenant), args.canary))
+        elif args.command == "serve-api":
+            from ml_assets.service.app import serve
+
+            serve(settings)
+        elif args.command == "api-key":
+            print(api_key_command(settings, args))
     except (ValueError, FileNotFoundError) as exc:
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2

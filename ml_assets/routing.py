@@ -152,6 +152,6 @@ def set_canary_weight(client: MlflowClient, events: LifecycleEvents, tenant: Ten
         route = current.model_copy(update={"canary": canary, "canary_weight": weight})
     set_route(tenant, route)
     events.emit(EventType.MODEL_TRAFFIC_ROUTED, tenant, model=tenant.registered_model_name,
-                primary=route.primary, canary=route.canary, canary_weight=route.canary_weight,
-                actor=actor)
+                requested_weight=weight, primary=route.primary, canary=route.canary,
+                canary_weight=route.canary_weight, actor=actor)
     return route

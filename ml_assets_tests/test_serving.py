@@ -3,6 +3,7 @@ the prediction log. Models are real (untrained) MLflow versions: no training nee
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -199,3 +200,109 @@ def test_deploy_refuses_a_canary_without_a_staging_version(instance, resources, 
     deployed = [e for e in Outbox(resources["events"].outbox_path).events(PLAIN.key)
                 [events_before:] if e.type == EventType.MODEL_DEPLOYED]
     assert deployed == []
+
+
+def materialize_one(asset, instance, resources, tenant: Tenant) -> dg.ExecuteInProcessResult:
+    return dg.materialize([asset], partition_key=tenant.key, instance=instance,
+                          resources=resources, raise_on_error=False)
+
+
+def test_batch_predictions_equal_online_predictions_for_the_same_rows(served, instance,
+                                                                      resources):
+    import pyarrow.dataset as ds
+
+    from ml_assets.defs.serving.batch import batch_predictions
+
+    result = materialize_one(batch_predictions, instance, resources, PLAIN)
+    assert result.success
+    made = result.output_for_node("batch_predictions")
+    store = resources["object_store"]
+    frame = ds.dataset(store.path(PLAIN, made["key"]), filesystem=store.filesystem(),
+                       format="parquet").to_table().to_pandas()
+    assert len(frame) == made["rows"] == SPEC.customers
+    assert set(frame["model_version"]) == {served[PLAIN.key]["v1"]}  # Production
+    sample = frame.sample(50, random_state=0)
+    rows = [{f: (None if pd.isna(r[f]) else float(r[f])) for f in churn_data.FEATURES}
+            for _, r in sample.iterrows()]
+    status, headers, body = post_json(served[PLAIN.key]["url"], {"rows": rows})
+    assert status == 200 and headers[VERSION_HEADER] == served[PLAIN.key]["v1"]
+    assert body["predictions"] == pytest.approx(sample["prediction"].tolist(), abs=1e-6)
+
+
+def test_a_tenant_without_production_gets_no_batch_or_triton_export(instance, resources):
+    from ml_assets.defs.serving.batch import batch_predictions
+    from ml_assets.defs.serving.triton import triton_model_repository
+
+    instance.add_dynamic_partitions("tenant", ["stark"])
+    for asset in (batch_predictions, triton_model_repository):
+        result = materialize_one(asset, instance, resources, Tenant("stark"))
+        assert not result.success
+        failure = result.get_step_failure_events()[0].step_failure_data.error
+        assert "no Production model version" in str(failure.cause or failure)
+    assert resources["object_store"].list(Tenant("stark")) == []
+
+
+def test_triton_repository_onnx_matches_torch(served, instance, resources):
+    import onnxruntime
+    import torch
+
+    from ml_assets.defs.serving.triton import INPUT, triton_model_repository
+
+    result = materialize_one(triton_model_repository, instance, resources, PLAIN)
+    assert result.success
+    made = result.output_for_node("triton_model_repository")
+    store, v1 = resources["object_store"], served[PLAIN.key]["v1"]
+    name = PLAIN.registered_model_name
+    assert made["version"] == v1
+    assert sorted(store.list(PLAIN, "triton")) == [f"triton/{name}/{v1}/model.onnx",
+                                                   f"triton/{name}/config.pbtxt"]
+    config = store.get_bytes(PLAIN, f"triton/{name}/config.pbtxt").decode()
+    assert f'name: "{name}"' in config and "dynamic_batching" in config
+    session = onnxruntime.InferenceSession(store.get_bytes(PLAIN, made["onnx_key"]))
+    rows = np.random.default_rng(3).normal(size=(256, len(churn_data.FEATURES)))
+    rows[::7, 2] = np.nan  # the imputation is part of the exported graph
+    rows = rows.astype(np.float32)
+    onnx_out = session.run(None, {INPUT: rows})[0][:, 0]
+    import mlflow.pytorch
+
+    model = mlflow.pytorch.load_model(f"models:/{name}/{v1}").eval()
+    with torch.no_grad():
+        torch_out = model(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5, rtol=0)
+
+
+def test_canary_weight_0_aborts_and_100_promotes(served, resources):
+    from ml_assets.routing import RouteError, set_canary_weight
+
+    client, events = resources["mlflow"].client(), resources["events"]
+    v1, v2 = served[CANARIED.key]["v1"], served[CANARIED.key]["v2"]
+    url = served[CANARIED.key]["url"]
+
+    def versions_seen() -> set[str]:
+        """Versions answering 60 keys, once the replicas caught up with the route (ms)."""
+        deadline = time.monotonic() + 10
+        while True:
+            seen = {post_json(url, {"rows": [row()], "key": f"k{i}"})[1][VERSION_HEADER]
+                    for i in range(60)}
+            if seen == {route.primary, route.canary} - {None} or time.monotonic() > deadline:
+                return seen
+
+    route = set_canary_weight(client, events, CANARIED, 0, "pytest")
+    assert (route.primary, route.canary) == (v1, None)
+    assert versions_seen() == {v1}
+    route = set_canary_weight(client, events, CANARIED, 50, "pytest")
+    assert (route.canary, route.canary_weight) == (v2, 50)
+    assert versions_seen() == {v1, v2}
+    route = set_canary_weight(client, events, CANARIED, 100, "pytest")
+    assert (route.primary, route.canary) == (v2, None)
+    assert versions_seen() == {v2}
+    assert stages.stage_of(stages.model_version(client, CANARIED, v2)) == stages.PRODUCTION
+    assert stages.stage_of(stages.model_version(client, CANARIED, v1)) == stages.ARCHIVED
+    routed = [e.data["requested_weight"] for e in Outbox(events.outbox_path).events(CANARIED.key)
+              if e.type == EventType.MODEL_TRAFFIC_ROUTED]
+    assert routed[-3:] == [0, 50, 100]
+    with pytest.raises(RouteError, match="not deployed"):
+        set_canary_weight(client, events, Tenant("nobody"), 10, "pytest")
+    with pytest.raises(RouteError, match="no Staging version"):
+        set_canary_weight(client, events, CANARIED, 10, "pytest")  # v2 left Staging
+    assert get_route(CANARIED).primary == v2

@@ -1,0 +1,79 @@
+"""The Production model as a Triton Inference Server model repository (ONNX, dynamic batching)."""
+
+import io
+
+import dagster as dg
+
+from ml_assets.churn_data import FEATURES
+from ml_assets.defs.serving.batch import production_version
+from ml_assets.resources.mlflow import MlflowRegistry
+from ml_assets.resources.object_store import ObjectStore
+from ml_assets.tenants import Tenant, tenant_partitions
+
+INPUT, OUTPUT = "features", "churn_probability"
+MAX_BATCH = 1024
+
+
+def triton_config(model_name: str) -> str:
+    """config.pbtxt: ONNX Runtime backend, dynamic batching; no instance_group, so Triton
+    places it on the GPU when there is one and on the CPU otherwise."""
+    return f"""name: "{model_name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {MAX_BATCH}
+input [ {{ name: "{INPUT}" data_type: TYPE_FP32 dims: [ {len(FEATURES)} ] }} ]
+output [ {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 500 }}
+"""
+
+
+def export_onnx(model) -> bytes:
+    """The torch model (NaN imputation and scaling included) as ONNX, batch axis dynamic."""
+    import torch
+
+    class Column(torch.nn.Module):  # Triton wants [batch, 1], not [batch]
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x).unsqueeze(-1)
+
+    buffer = io.BytesIO()
+    example = torch.zeros(2, len(FEATURES))
+    torch.onnx.export(Column(model).eval(), (example,), buffer, input_names=[INPUT],
+                      output_names=[OUTPUT], dynamo=False,  # the dynamo path needs onnxscript
+                      dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    return buffer.getvalue()
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name="serving",
+    kinds={"pytorch", "onnx"},
+    deps=["registered_model"],  # exports the registry's Production version
+)
+def triton_model_repository(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowRegistry,
+    object_store: ObjectStore,
+) -> dg.Output[dict]:
+    """The tenant's Production model exported to ONNX with a Triton `config.pbtxt` (dynamic
+    batching), laid out as a Triton model repository under the tenant's object-store prefix:
+    point `tritonserver --model-repository` at it for GPU-optimized serving."""
+    from mlflow import pytorch as mlflow_pytorch  # `import mlflow.x` would rebind `mlflow`
+
+    tenant = Tenant.from_context(context)
+    version = production_version(mlflow.client(), tenant)
+    object_store.check()
+    model = mlflow_pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}").eval()
+    name = tenant.registered_model_name
+    onnx_key = f"triton/{name}/{version}/model.onnx"
+    object_store.put_bytes(tenant, onnx_key, export_onnx(model))
+    object_store.put_bytes(tenant, f"triton/{name}/config.pbtxt", triton_config(name).encode())
+    repository = object_store.uri(tenant, "triton")
+    return dg.Output(
+        {"repository": repository, "model_name": name, "version": version,
+         "onnx_key": onnx_key},
+        metadata={"repository": repository, "version": version,
+                  "config": dg.MetadataValue.md(f"```\n{triton_config(name)}```")},
+    )
