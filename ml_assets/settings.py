@@ -25,6 +25,8 @@ class Settings:
     kafka_bootstrap: str | None
     serve_host: str
     serve_port: int
+    executor: str = "multiprocess"  # or "k8s": every step its own Kubernetes Job (deploy/)
+    serve_ray_address: str | None = None  # the Serve cluster when it is not RAY_ADDRESS's
 
     @property
     def dagster_home(self) -> Path:
@@ -84,4 +86,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         kafka_bootstrap=env.get("ML_ASSETS_KAFKA_BOOTSTRAP") or None,
         serve_host=env.get("ML_ASSETS_SERVE_HOST", "127.0.0.1"),
         serve_port=int(env.get("ML_ASSETS_SERVE_PORT", "8001")),
+        executor=_executor(env.get("ML_ASSETS_EXECUTOR", "multiprocess")),
+        serve_ray_address=env.get("ML_ASSETS_SERVE_RAY_ADDRESS") or None,
     )
+
+
+EXECUTORS = ("multiprocess", "k8s")
+
+
+def _executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise ValueError(f"ML_ASSETS_EXECUTOR={name!r}: must be one of {', '.join(EXECUTORS)}")
+    return name

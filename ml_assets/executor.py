@@ -1,0 +1,50 @@
+"""How the code location's steps run: in processes here, one Kubernetes Job per step on the
+cluster (ML_ASSETS_EXECUTOR=k8s, deploy/), each Job sized for what its asset does."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_assets.settings import Settings
+
+
+def _resources(cpu: str, memory: str) -> dict:
+    return {"container_config": {"resources": {"requests": {"cpu": cpu, "memory": memory},
+                                               "limits": {"memory": memory}}}}
+
+
+# dagster-k8s/config of a step pod. Ray does the heavy work on its own cluster; a step pod holds
+# what its asset keeps in memory (the joined features, the holdout and model in evaluation).
+DEFAULT_STEP_K8S_CONFIG = _resources("500m", "2Gi")
+STEP_K8S_CONFIG: dict[str, dict] = {
+    "training_features": _resources("2", "8Gi"),
+    "trained_model": _resources("1", "4Gi"),
+    "evaluation_report": _resources("2", "4Gi"),
+    "registered_model": _resources("250m", "1Gi"),
+}
+SERVING_STEP = "deployed_endpoint"
+
+
+def step_k8s_config(settings: Settings) -> dict[str, dict]:
+    """Per-step overrides; the serving step talks to the Serve cluster if it has its own (a
+    KubeRay RayService next to the batch RayCluster)."""
+    config = dict(STEP_K8S_CONFIG)
+    if settings.serve_ray_address:
+        serving = config.get(SERVING_STEP, DEFAULT_STEP_K8S_CONFIG)
+        container = {**serving["container_config"],
+                     "env": [{"name": "RAY_ADDRESS", "value": settings.serve_ray_address}]}
+        config[SERVING_STEP] = {**serving, "container_config": container}
+    return config
+
+
+def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
+    """The k8s_job_executor on the cluster; None keeps Dagster's default executor."""
+    if settings.executor != "k8s":
+        return None
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(
+        {"step_k8s_config": DEFAULT_STEP_K8S_CONFIG,
+         "per_step_k8s_config": step_k8s_config(settings)},
+        name="k8s",
+    )
