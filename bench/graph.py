@@ -1,0 +1,172 @@
+"""The whole graph as `make demo` runs it (`dagster job execute` of churn_model_job, a step per
+process, every step connected to one local Ray head): one tenant cold (a fresh Ray head), the same
+tenant warm, then N tenants at once on the same head. Per-asset wall time comes from the Dagster
+event log (STEP_START -> STEP_SUCCESS).
+
+    python -m bench.graph [--tenants 4] [--customers 2000]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.common import report
+
+# what the steps import; a forkserver imports them once per run instead of once per step
+PRELOAD = ["ml_assets.definitions", "ml_assets.feature_repo.offline_store", "ray.train.torch",
+           "ray.serve", "mlflow.pytorch", "sklearn.metrics"]
+
+
+def start_ray_head(settings) -> subprocess.Popen:
+    """A Ray head this benchmark owns (`ray start --block` in its own process group), so it
+    stops only its own processes; `ray stop` would stop every Ray on the machine."""
+    from ml_assets.cli import _free_port, _ray_env, _reachable
+
+    port = _free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+         f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={settings.ray_num_cpus}",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ray_env(),
+        start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while not _reachable(address):
+        if head.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the Ray head did not start at {address}")
+        time.sleep(0.5)
+    settings.ray_address_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.ray_address_file.write_text(address)
+    return head
+
+
+def run_graph(settings, tenant: str, config: Path | None = None) -> float:
+    """The command `ml-assets demo` runs (cli.materialize: the whole job for the tenant), with
+    an optional run config file; its wall time. Its log goes to the state folder."""
+    from ml_assets.cli import _ray_env
+    from ml_assets.settings import PROJECT_ROOT
+
+    env = {**_ray_env(), "RAY_ADDRESS": settings.ray_address_file.read_text().strip(),
+           "DAGSTER_HOME": str(settings.dagster_home)}
+    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute", "-m",
+               "ml_assets.definitions", "-j", "churn_model_job",
+               "--tags", json.dumps({"dagster/partition": tenant})]
+    if config:
+        command += ["-c", str(config)]
+    log = settings.state_dir / f"{tenant}-{time.time_ns()}.log"
+    started = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out)
+    if done.returncode:
+        raise RuntimeError(f"the run of {tenant} failed; its log: {log}\n"
+                           + log.read_text()[-3000:])
+    return time.perf_counter() - started
+
+
+def preload_config(directory: Path) -> Path:
+    """Run config: step processes forked from a forkserver that imported the code location
+    and the heavy libraries once per run (Dagster's multiprocess executor option)."""
+    path = directory / "forkserver.json"
+    path.write_text(json.dumps({"execution": {"config": {"multiprocess": {"start_method": {
+        "forkserver": {"preload_modules": PRELOAD}}}}}}))
+    return path
+
+
+def step_times(settings, tenant: str) -> dict[str, float]:
+    """Seconds each asset's step took in the tenant's latest run, from the event log."""
+    import dagster as dg
+
+    from ml_assets.cli import _instance
+
+    with _instance(settings) as instance:
+        run = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": tenant}), limit=1)[0]
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            raise RuntimeError(f"run {run.run_id} of {tenant} ended {run.status}")
+        started: dict[str, float] = {}
+        took: dict[str, float] = {}
+        records = instance.get_records_for_run(run.run_id, of_type={
+            dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
+        for record in records:
+            entry = record.event_log_entry
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            else:
+                took[entry.step_key] = entry.timestamp - started[entry.step_key]
+        stats = instance.get_run_stats(run.run_id)
+        took["run (event log)"] = stats.end_time - stats.start_time
+        # the steps run one after another: the rest is step processes starting and importing
+        took["outside steps"] = took["run (event log)"] - sum(
+            v for k, v in took.items() if k != "run (event log)")
+    return took
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tenants", type=int, default=4, help="tenants run at once")
+    parser.add_argument("--customers", type=int, default=2000, help="per tenant (demo: 2000)")
+    args = parser.parse_args(argv)
+    from ml_assets import churn_data
+    from ml_assets.cli import tenant_add
+    from ml_assets.settings import load_settings
+    from ml_assets_tests.servers import free_port
+
+    state = Path(tempfile.mkdtemp(prefix="bench-graph-"))
+    os.environ.update({"ML_ASSETS_STATE_DIR": str(state),
+                       "ML_ASSETS_SERVE_PORT": str(free_port())})
+    settings = load_settings()
+    spec = churn_data.ChurnDataSpec(customers=args.customers)
+    tenants = [f"tenant-{i}" for i in range(args.tenants)]
+    for tenant in tenants:
+        tenant_add(settings, tenant, spec)
+
+    rows = []
+    started = time.perf_counter()
+    head = start_ray_head(settings)
+    try:
+        ray_start = time.perf_counter() - started
+        cold = run_graph(settings, tenants[0])
+        rows.append({"scenario": "1 tenant, cold (fresh Ray head)", "wall_s": ray_start + cold,
+                     "ray_head_start_s": ray_start, **step_times(settings, tenants[0])})
+        warm = run_graph(settings, tenants[0])
+        rows.append({"scenario": "1 tenant, warm", "wall_s": warm,
+                     **step_times(settings, tenants[0])})
+        preloaded = run_graph(settings, tenants[0], preload_config(state))
+        rows.append({"scenario": "1 tenant, warm, forkserver preload", "wall_s": preloaded,
+                     "vs_warm": preloaded / warm, **step_times(settings, tenants[0])})
+        started = time.perf_counter()
+        with ThreadPoolExecutor(len(tenants)) as pool:
+            list(pool.map(lambda t: run_graph(settings, t), tenants))
+        together = time.perf_counter() - started
+        per_tenant = [step_times(settings, t) for t in tenants]
+        rows.append({"scenario": f"{len(tenants)} tenants at once", "wall_s": together,
+                     "vs_warm": together / warm,
+                     **{k: max(p[k] for p in per_tenant) for k in per_tenant[0]}})
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(60)
+    rows[1]["vs_warm"] = 1.0
+    steps = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in
+             ("scenario", "wall_s", "vs_warm", "ray_head_start_s", "run (event log)",
+              "outside steps")]
+    report("graph", ["scenario", "wall_s", "vs_warm", "ray_head_start_s", *steps,
+                     "outside steps", "run (event log)"], rows,
+           {"path": "ml-assets demo's: `dagster job execute -j churn_model_job`, a process "
+            "per step, one shared Ray head (RAY_ADDRESS)",
+            "data": f"{args.customers:,} customers x 6 snapshots, {args.customers * 2:,} "
+            "label rows per tenant; trained_model at its defaults (8 epochs, batch 64)",
+            "columns": "asset columns: seconds from STEP_START to STEP_SUCCESS; for N tenants "
+            "the slowest tenant's",
+            "forkserver preload": f"execution.config.multiprocess.start_method.forkserver."
+            f"preload_modules = {PRELOAD}",
+            "goal": "warm < 180 s per tenant; N tenants at once < 2x one warm tenant"})
+
+
+if __name__ == "__main__":
+    main()
