@@ -34,13 +34,14 @@ def tick(sensor, instance, cursor, **resources) -> dg.SensorResult:
         return sensor(context)
 
 
-def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resources,
+def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resources, settings,
                                                            ray_cluster, tmp_path):
     """The issue's end to end: a running MLflow server (PostgreSQL), the alias moved with the
     MLflow client directly, the sensor's run request executed, the endpoint serving the new
     version."""
     mlflow = MlflowRegistry(tracking_uri=mlflow_server)
     events = LifecycleEvents(outbox_path=str(tmp_path / "outbox.db"))
+    churn_data.write(INITECH.key, churn_data.ChurnDataSpec(customers=50), settings.raw_data_dir)
     uris = log_untrained_models(mlflow, [INITECH.key], count=2)[INITECH.key]
     v1, v2 = (str(register_version(mlflow, INITECH, uri, {"run_id": ""}).version) for uri in uris)
     client = mlflow.client()
