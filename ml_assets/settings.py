@@ -27,6 +27,7 @@ class Settings:
     serve_port: int
     executor: str = "multiprocess"  # or "k8s": every step its own Kubernetes Job (deploy/)
     serve_ray_address: str | None = None  # the Serve cluster when it is not RAY_ADDRESS's
+    feast_registry: str | None = None  # SQLAlchemy URL of a shared Feast registry
 
     @property
     def dagster_home(self) -> Path:
@@ -88,6 +89,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         serve_port=int(env.get("ML_ASSETS_SERVE_PORT", "8001")),
         executor=_executor(env.get("ML_ASSETS_EXECUTOR", "multiprocess")),
         serve_ray_address=env.get("ML_ASSETS_SERVE_RAY_ADDRESS") or None,
+        feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
     )
 
 

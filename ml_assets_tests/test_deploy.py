@@ -470,3 +470,39 @@ def test_cluster_instance_is_what_the_helm_values_render():
     coordinator = cluster_instance_yaml()["run_coordinator"]["config"]
     assert coordinator["max_concurrent_runs"] == queued["maxConcurrentRuns"]
     assert coordinator["tag_concurrency_limits"] == queued["tagConcurrencyLimits"]
+
+
+def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(tmp_path):
+    """The cluster's Feast registry (ML_ASSETS_FEAST_REGISTRY): one PostgreSQL database, a Feast
+    project per tenant, and the point-in-time join unchanged on top of it."""
+    import pandas as pd
+    import psycopg2
+
+    from ml_assets import churn_data
+    from ml_assets.churn_data import LABEL_TIMESTAMP, TIMESTAMP
+    from ml_assets.resources import build_resources
+
+    tenants = [Tenant("acme"), Tenant("globex")]
+    with fresh_database() as database:
+        settings = load_settings({
+            "ML_ASSETS_STATE_DIR": str(tmp_path),
+            "ML_ASSETS_FEAST_REGISTRY": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
+        })
+        feast = build_resources(settings)["feast"]
+        for seed, tenant in enumerate(tenants):
+            spec = churn_data.ChurnDataSpec(customers=200, seed=seed)
+            churn_data.write(tenant.key, spec, settings.raw_data_dir)
+        labels = pd.read_parquet(feast.labels_path(tenants[0])).rename(
+            columns={LABEL_TIMESTAMP: TIMESTAMP})
+        assert len(feast.historical_features(tenants[0], labels)) == len(labels)
+        feast.apply(tenants[1])
+        for tenant in tenants:
+            views = feast.store(tenant).list_feature_views()
+            # the wrong tenant's view is not visible, and no view reads another tenant's file
+            assert [v.batch_source.path for v in views] == [str(feast.activity_path(tenant))]
+            assert not (settings.feast_dir / tenant.key / "registry.db").exists()
+        with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database) as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT DISTINCT project_id FROM feature_views")
+                assert {row[0] for row in cursor} == {t.feast_project for t in tenants}
+        conn.close()

@@ -29,7 +29,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         )
     return {
         "feast": FeastStore(root_dir=str(settings.feast_dir),
-                            raw_data_dir=str(settings.raw_data_dir)),
+                            raw_data_dir=str(settings.raw_data_dir),
+                            registry_url=settings.feast_registry),
         "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus),
         "mlflow": MlflowRegistry(tracking_uri=settings.mlflow_tracking_uri,
                                  artifact_root=settings.mlflow_artifact_root),
