@@ -57,17 +57,21 @@ def server_resources(s3_endpoint, mlflow_server, broker, tmp_path_factory):
         }))
         broker.start()
         bootstrap(resources)
-        mlflow = resources["mlflow"]
-        client = mlflow.client()
-        models = log_untrained_models(mlflow, [DRIFTING.key, STEADY.key], count=2)
-        for tenant in (DRIFTING, STEADY):
-            for uri in models[tenant.key][:2 if tenant == DRIFTING else 1]:
-                run_id = client.get_logged_model(uri.removeprefix("models:/")).source_run_id
-                client.log_dict(run_id, synthetic_log.reference(tenant.key),
-                                monitoring.PROFILE_ARTIFACT)
-                register_version(mlflow, tenant, uri, {"run_id": run_id})
+        assert register_with_profiles(resources["mlflow"], DRIFTING, 2) == ["1", "2"]
+        assert register_with_profiles(resources["mlflow"], STEADY, 1) == ["1"]
         yield resources
         broker.kill()
+
+
+def register_with_profiles(mlflow, tenant: Tenant, count: int) -> list[str]:
+    """Registered versions of real (untrained) models, each run holding a reference profile."""
+    client = mlflow.client()
+    versions = []
+    for uri in log_untrained_models(mlflow, [tenant.key], count=count)[tenant.key]:
+        run_id = client.get_logged_model(uri.removeprefix("models:/")).source_run_id
+        client.log_dict(run_id, synthetic_log.reference(tenant.key), monitoring.PROFILE_ARTIFACT)
+        versions.append(str(register_version(mlflow, tenant, uri, {"run_id": run_id}).version))
+    return versions
 
 
 def write_log(resources: dict, tenant: Tenant, spec: LogSpec) -> None:
@@ -76,6 +80,7 @@ def write_log(resources: dict, tenant: Tenant, spec: LogSpec) -> None:
 
 
 def monitor(instance, resources, tenant: Tenant) -> dict[str, dg.AssetCheckEvaluation]:
+    """model_monitoring for the tenant; its check evaluations by name."""
     result = dg.materialize([model_monitoring], partition_key=tenant.key, instance=instance,
                             resources=resources)
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -99,8 +104,10 @@ def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, se
 
     drifting = monitor(instance, resources, DRIFTING)
     steady = monitor(instance, resources, STEADY)
-    assert set(drifting) == set(steady) == {monitoring.PREDICTION_DRIFT, monitoring.FEATURE_DRIFT,
-                                            monitoring.LATENCY_P95, monitoring.ERROR_RATE}
+    assert set(drifting) == set(steady) == {
+        monitoring.PREDICTION_DRIFT, monitoring.FEATURE_DRIFT, monitoring.LATENCY_P95,
+        monitoring.ERROR_RATE, monitoring.CANARY_HEALTH}
+    assert "no canary" in steady[monitoring.CANARY_HEALTH].description
     failed = drifting[monitoring.PREDICTION_DRIFT]
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     assert failed.metadata["observed"].value == pytest.approx(3.0, abs=0.2)
@@ -165,3 +172,48 @@ def test_a_tenant_reaches_neither_the_log_nor_the_versions_of_another(dagster_po
     with pytest.raises(ValueError, match="records of tenants"):
         prediction_log.write(resources["object_store"], STEADY,
                              synthetic_log.generate(DRIFTING.key, LogSpec(requests=5)).to_pylist())
+
+
+def test_a_canary_with_5_percent_errors_is_rolled_back_and_production_kept(
+        dagster_postgres, server_resources, ray_cluster):
+    from ml_assets import routing
+
+    instance, resources = dagster_postgres, server_resources
+    mlflow, events = resources["mlflow"], resources["events"]
+    client = mlflow.client()
+    canaried = Tenant("canaried")
+    instance.add_dynamic_partitions("tenant", [canaried.key])
+    production, canary = register_with_profiles(mlflow, canaried, 2)
+    for version, stage in ((production, stages.STAGING), (production, stages.PRODUCTION),
+                           (canary, stages.STAGING)):
+        stages.transition(client, events, canaried, version, stage, "test", "pytest")
+    routing.set_route(canaried, routing.Route(registry_uri=mlflow.tracking_uri,
+                                              primary=production, canary=canary,
+                                              canary_weight=20))
+    other = routing.Route(registry_uri=mlflow.tracking_uri, primary="1", canary="2",
+                          canary_weight=20)
+    routing.set_route(DRIFTING, other)  # another tenant's canary: not this log's business
+    end = datetime.now(UTC)
+    write_log(resources, canaried, LogSpec(version=production, requests=4000, seed=41, end=end))
+    write_log(resources, canaried, LogSpec(version=canary, requests=400, seed=42, end=end,
+                                           route=prediction_log.CANARY_ROUTE, error_share=0.05))
+
+    found = monitor(instance, resources, canaried)
+    guard = found[monitoring.CANARY_HEALTH]
+    assert not guard.passed and guard.severity == dg.AssetCheckSeverity.ERROR
+    assert guard.metadata["breached"].value == ["error_rate"]
+    assert guard.metadata["canary"].value["version"] == canary
+    assert guard.metadata["canary"].value["error_rate"] > 0.03
+    assert found[monitoring.ERROR_RATE].passed  # < 1 % over all of the tenant's requests
+    assert routing.get_route(canaried) == routing.Route(registry_uri=mlflow.tracking_uri,
+                                                        primary=production)
+    assert stages.stage_of(stages.model_version(client, canaried, canary)) == stages.ARCHIVED
+    assert stages.stage_of(stages.model_version(client, canaried, production)) == (
+        stages.PRODUCTION)
+    assert routing.get_route(DRIFTING) == other
+
+    monitor(instance, resources, canaried)  # the same window again: nothing left to roll back
+    rolled_back = [e for e in events.outbox().events(canaried.key)
+                   if e.type == EventType.CANARY_ROLLED_BACK]
+    assert [(e.data["version"], e.data["production_version"]) for e in rolled_back] == [
+        (canary, production)]

@@ -12,11 +12,13 @@ import numpy as np
 
 from ml_assets import monitoring, prediction_log
 from ml_assets.churn_data import FEATURES
+from ml_assets.defs.monitoring import canary as canary_guard
 from ml_assets.events import EventType
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy, MonitoringThresholds
 from ml_assets.resources.object_store import ObjectStore
+from ml_assets.resources.ray import RayCluster
 from ml_assets.tenants import Tenant, tenant_partitions
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ CHECK_DESCRIPTIONS = {
     monitoring.LATENCY_P95: "p95 request latency within the tenant's SLA (default 50 ms).",
     monitoring.ERROR_RATE: "Share of failed (5xx) requests at most the tenant's limit "
     "(default 1 %).",
+    monitoring.CANARY_HEALTH: "While a canary takes traffic: its error rate and p95 are no worse "
+    "than Production's on the same window (beyond the limits); on breach it is rolled back.",
 }
 
 # Partitioned checks are a preview in Dagster 1.13, but without them a check result belongs to
@@ -64,11 +68,11 @@ def load_profile(mlflow: MlflowRegistry, tenant: Tenant, version: str) -> dict[s
         return monitoring.validate_profile(json.loads(Path(path).read_text()))
 
 
-def monitored_version(table: "pa.Table") -> str | None:
-    """The version of the newest request the production route answered."""
+def newest_version(table: "pa.Table", route: str) -> str | None:
+    """The version of the newest request the route answered in the window."""
     import pyarrow.compute as pc
 
-    production = table.filter(pc.and_(pc.equal(table["route"], prediction_log.PRODUCTION_ROUTE),
+    production = table.filter(pc.and_(pc.equal(table["route"], route),
                                       pc.is_valid(table["model_version"])))
     if not len(production):
         return None
@@ -112,6 +116,16 @@ def evaluate(table: "pa.Table", profile: dict[str, Any] | None, version: str | N
                                  limits.feature_drift_min_psi, limits.min_rows),
     ]
     return requests, outcomes
+
+
+def canary_outcome(requests: monitoring.Requests, production: str | None, canary: str | None,
+                   limits: MonitoringThresholds) -> monitoring.Outcome:
+    if canary is None or production is None:
+        return monitoring.Outcome(monitoring.CANARY_HEALTH, passed=True, observed=None,
+                                  threshold=limits.max_error_rate, rows=0, details={
+                                      "reason": "no canary took traffic in the window"})
+    return monitoring.canary_health(requests, production, canary, limits.max_error_rate,
+                                    limits.latency_p95_sla_ms, limits.min_requests)
 
 
 def _metadata_value(value: Any) -> Any:
@@ -190,20 +204,26 @@ def model_monitoring(
     mlflow: MlflowRegistry,
     events: LifecycleEvents,
     monitoring_policy: MonitoringPolicy,
+    ray: RayCluster,
 ):
     """The last window of the tenant's prediction log (latency percentiles, throughput, error
     rate, mean prediction) held to its thresholds and to the served version's reference
-    profile. A breach publishes MODEL_DRIFT_DETECTED or MODEL_QUALITY_DEGRADED once."""
+    profile. A breach publishes MODEL_DRIFT_DETECTED or MODEL_QUALITY_DEGRADED once; a canary
+    worse than Production is rolled back."""
     tenant = Tenant.from_context(context)
     limits = monitoring_policy.for_tenant(tenant)
     object_store.check()
     end = datetime.now(UTC)
     start = end - timedelta(minutes=monitoring_policy.window_minutes)
     table = prediction_log.read(object_store, tenant, LOG_COLUMNS, since=start)
-    version = monitored_version(table)
+    version = newest_version(table, prediction_log.PRODUCTION_ROUTE)
     profile = load_profile(mlflow, tenant, version) if version else None
     requests, outcomes = evaluate(table, profile, version, limits)
     window = {"window_start": start.isoformat(), "window_end": end.isoformat()}
+    canary = newest_version(table, prediction_log.CANARY_ROUTE)
+    verdict = canary_outcome(requests, version, canary, limits)
+    rolled_back = verdict.breached and canary_guard.roll_back(ray, mlflow, events, tenant,
+                                                              canary, verdict)
 
     published = [o.check for o in outcomes
                  if alert(events, context.instance, tenant, o, version, window)]
@@ -217,6 +237,7 @@ def model_monitoring(
         "checks": {o.check: {"passed": o.passed, "enough_data": o.enough_data,
                              "observed": o.observed} for o in outcomes},
         "alerts_published": published,
+        "canary_rolled_back": canary if rolled_back else None,
     }
     yield dg.Output(summary, metadata={
         "model_version": version or "",
@@ -227,7 +248,9 @@ def model_monitoring(
         **({"error_rate": dg.MetadataValue.float(summary["error_rate"])}
            if summary["error_rate"] is not None else {}),
         "alerts_published": ", ".join(published) or "none",
+        "canary_rolled_back": summary["canary_rolled_back"] or "none",
         **window,
     })
     for outcome in outcomes:
         yield check_result(outcome, window, version)
+    yield check_result(verdict, window, version)
