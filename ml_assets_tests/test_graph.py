@@ -10,7 +10,8 @@ from ml_assets.churn_data import FEATURES
 from ml_assets.defs.registry import stages
 from ml_assets.defs.serving.assets import post_json
 from ml_assets.events import EventType, Outbox
-from ml_assets.serve_app import MAX_ROWS, VERSION_HEADER
+from ml_assets.predict_request import MAX_ROWS
+from ml_assets.routing import VERSION_HEADER
 from ml_assets.tenants import Tenant
 from ml_assets_tests.conftest import EPOCHS, SEARCH, TENANTS
 

@@ -100,7 +100,8 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     """Start the one multi-tenant Serve application unless it runs: tenants share it."""
     from ray import serve
 
-    from ml_assets.serve_app import APP_NAME, ROUTE_PREFIX, ChurnService
+    from ml_assets.predict_request import ROUTE_PREFIX
+    from ml_assets.serve_app import APP_NAME, ChurnService
 
     serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port})
     app = serve.status().applications.get(APP_NAME)

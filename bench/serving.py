@@ -1,0 +1,206 @@
+"""Serving latency under closed-loop load: the multi-tenant Ray Serve app (as deployed by
+`deployed_endpoint`, with the prediction log on) against the floor, a bare uvicorn process
+serving the same model with the same request checks. Each server runs in its own process,
+so does the load generator; Serve settings are compared on a fresh Ray each.
+
+    python -m bench.serving [--duration 20] [--concurrency 1 16 64]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import report
+from ml_assets import churn_data
+from ml_assets.settings import load_settings
+from ml_assets.tenants import Tenant
+from ml_assets_tests.servers import free_port, wait_for_http
+
+TENANT = Tenant("bench")
+SLA_MS = 50.0
+# Serve 2.60 knobs (ray/serve/_private/constants.py), read when the cluster starts. "tuned" is
+# RAY_SERVE_THROUGHPUT_OPTIMIZED without its experimental direct ingress and gRPC proxy: user
+# code and router on the replica's main loop (no cross-thread hop per request), request-path
+# logs buffered, no log copy to stderr.
+SERVE_CONFIGS = {
+    "ray serve (defaults)": {},
+    "ray serve (tuned)": {
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+        "RAY_SERVE_LOG_TO_STDERR": "0",
+    },
+    # the same plus the gRPC hop from proxy to replica that THROUGHPUT_OPTIMIZED also turns on
+    "ray serve (tuned + grpc hop)": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",  # replicas on their own ports: no fixed URL
+    },
+}
+
+
+def forward_ms(model) -> float:
+    """One row through the model in-process: what @serve.batch could at most amortize."""
+    import torch
+
+    row = torch.ones(1, len(churn_data.FEATURES))
+    with torch.no_grad():
+        for _ in range(100):
+            model(row)
+        started = time.perf_counter()
+        for _ in range(2000):
+            model(row)
+    return (time.perf_counter() - started) / 2000 * 1000
+
+
+def prepare(state: Path) -> tuple[str, float]:
+    """A tenant with source data and a (randomly initialised, real) Production model; the
+    tracking URI and the model's one-row forward time."""
+    import mlflow
+    import pandas as pd
+    import torch
+    from mlflow import pytorch as mlflow_pytorch
+
+    from ml_assets.churn_model import ChurnMLP, ChurnModel
+    from ml_assets.defs.registry import stages
+    from ml_assets.defs.registry.assets import register_version
+    from ml_assets.resources import build_resources
+
+    settings = load_settings({"ML_ASSETS_STATE_DIR": str(state)})
+    churn_data.write(TENANT.key, churn_data.ChurnDataSpec(customers=2000), settings.raw_data_dir)
+    resources = build_resources(settings)
+    registry, events = resources["mlflow"], resources["events"]
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    n = len(churn_data.FEATURES)
+    torch.manual_seed(0)
+    model = ChurnModel(ChurnMLP(n, [64, 32], 0.1), torch.zeros(n), torch.zeros(n), torch.ones(n))
+    run_id = registry.start_run(TENANT, "bench-serving", tags={})
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow_pytorch.log_model(
+            model.eval(), name="model", serialization_format="pickle",
+            input_example=pd.DataFrame([[1.0] * n], columns=churn_data.FEATURES))
+    version = str(register_version(registry, TENANT, info.model_uri, {"run_id": run_id}).version)
+    client = registry.client()
+    for stage in (stages.STAGING, stages.PRODUCTION):
+        stages.transition(client, events, TENANT, version, stage, "bench", "bench")
+    return registry.tracking_uri, forward_ms(model.eval())
+
+
+def serve_worker(state: str, port: int) -> None:
+    """Deploy through the asset, print the URL, keep Ray (and Serve) up until stdin closes."""
+    import dagster as dg
+
+    from ml_assets.defs.serving.assets import deployed_endpoint
+    from ml_assets.resources import build_resources
+
+    settings = load_settings({"ML_ASSETS_STATE_DIR": state, "ML_ASSETS_SERVE_PORT": str(port),
+                              "ML_ASSETS_RAY_NUM_CPUS": "2"})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", [TENANT.key])
+        result = dg.materialize([deployed_endpoint], partition_key=TENANT.key, instance=instance,
+                                resources=build_resources(settings))
+    print(json.dumps(result.output_for_node("deployed_endpoint")), flush=True)
+    sys.stdin.read()
+
+
+def run_load(url: str, concurrency: int, duration: float) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.loadgen", url, str(concurrency),
+                          str(duration)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def floor(state: Path, tracking_uri: str, args) -> list[dict]:
+    port = free_port()
+    env = {**os.environ, "MODEL_URI": f"models:/{TENANT.registered_model_name}/1",
+           "MLFLOW_TRACKING_URI": tracking_uri}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.serving_floor:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/{TENANT.key}/predict"
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", server)
+        return [{"server": "bare uvicorn (floor)", **run_load(url, c, args.duration)}
+                for c in args.concurrency]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def ray_serve(name: str, env_overrides: dict, state: Path, args) -> tuple[list[dict], float]:
+    """Load results of one Serve configuration and the in-replica p50 from the prediction log."""
+    from ml_assets import prediction_log
+    from ml_assets.resources import build_resources
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bench.serving", "--serve-worker", str(state)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **env_overrides, "RAY_AUTH_MODE": "token"})
+    try:
+        line = ""
+        while not line.startswith('{"url"'):  # Feast prints progress on stdout too
+            line = worker.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{name}: the Serve worker exited before deploying")
+        deployed = json.loads(line)
+        started = time.time()
+        rows = [{"server": name, **run_load(deployed["url"], c, args.duration)}
+                for c in args.concurrency]
+        time.sleep(3)  # the replica flushes its prediction log every 2 s
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=120)
+    from datetime import UTC, datetime
+
+    store = build_resources(load_settings({"ML_ASSETS_STATE_DIR": str(state)}))["object_store"]
+    log = prediction_log.read(store, TENANT, columns=["latency_ms", "status"],
+                              since=datetime.fromtimestamp(started, UTC)).to_pandas()
+    return rows, float(np.percentile(log["latency_ms"], 50)) if len(log) else float("nan")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--serve-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_worker:
+        serve_worker(args.serve_worker, free_port())
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        tracking_uri, model_ms = prepare(state)
+        rows = floor(state, tracking_uri, args)
+        in_replica = {}
+        for name, overrides in SERVE_CONFIGS.items():
+            serve_rows, in_replica[name] = ray_serve(name, overrides, state, args)
+            rows += serve_rows
+    floor_p50 = {r["concurrency"]: r["p50_ms"] for r in rows if r["server"].startswith("bare")}
+    for row in rows:
+        row["p50_vs_floor"] = row["p50_ms"] / floor_p50[row["concurrency"]]
+    best = min((r for r in rows if r["server"] in SERVE_CONFIGS and r["concurrency"] == 1),
+               key=lambda r: r["p50_ms"], default=None)
+    notes = {
+        "load": f"closed loop, 1 row per request, {args.duration:.0f} s per concurrency after "
+                "1 s warm-up, loopback, load generator in its own process (aiohttp)",
+        "in-replica p50 ms (validation + routing + model + log, from the prediction log)":
+            {k: round(v, 3) for k, v in in_replica.items()},
+        "model forward, 1 row, in-process ms (the most @serve.batch could save per request)":
+            round(model_ms, 3),
+        "targets": f"p95 < {SLA_MS:.0f} ms at concurrency 16, zero errors, c=1 p50 within 5x "
+                   "of the floor",
+    }
+    if best is not None:
+        notes["best serve config at c=1"] = f"{best['server']}: {best['p50_vs_floor']:.1f}x floor"
+    report("serving", ["server", "concurrency", "requests", "rps", "p50_ms", "p95_ms", "p99_ms",
+                       "errors", "p50_vs_floor"], rows, notes)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
