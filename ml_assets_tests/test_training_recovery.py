@@ -119,6 +119,12 @@ def test_a_driver_killed_mid_training_is_resumed_by_the_rerun(recovery_resources
                                                                        "val_loss")
     assert sorted(m.step for m in history) == list(range(epochs))
     assert min(m.timestamp for m in history) < killed_at  # early epochs were not redone
+    made = result.asset_materializations_for_node("trained_model")[0].metadata
+    assert made["epochs"].value == epochs  # the killed attempt's epochs count too
+    log = recovery_resources["mlflow"].client().download_artifacts(trained["run_id"],
+                                                                   "training_log.txt")
+    assert [line.split()[1] for line in open(log).read().splitlines()] == \
+        [f"{e}/{epochs}" for e in range(1, epochs + 1)]
 
 
 def test_the_scaler_is_fitted_on_train_rows_only(ray_cluster):

@@ -72,6 +72,21 @@ def _unfinished_run(mlflow: MlflowRegistry, tenant: Tenant,
     return (runs[0].info.run_id, runs[0].info.run_name) if runs else (None, None)
 
 
+EPOCH_METRICS = ["train_loss", "val_loss", "val_accuracy", "val_f1", "val_roc_auc"]
+
+
+def epoch_lines(mlflow: MlflowRegistry, run_id: str, epochs: int) -> list[str]:
+    """One line per epoch from the MLflow run's history: complete even when the run resumed
+    in a new process after the driver died (the Ray result only holds the last attempt)."""
+    by_step: dict[int, dict[str, float]] = {}
+    for key in EPOCH_METRICS:
+        for point in mlflow.metric_history(run_id, key):
+            by_step.setdefault(point.step, {})[key] = point.value
+    return [f"epoch {step + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(
+            values.items(), key=lambda kv: EPOCH_METRICS.index(kv[0])))
+            for step, values in sorted(by_step.items())]
+
+
 def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
     """The newest complete epoch checkpoint an earlier attempt of this run left, if any."""
     from ml_assets.defs.training.ray_training import STATE_FILE
@@ -148,13 +163,8 @@ def trained_model(
         history = result.metrics_dataframe
         for resumed in sorted({int(e) for e in history.get("resumed_from_epoch", []) if e >= 0}):
             context.log.info(f"restored from checkpoint epoch_{resumed:04d} and continued")
-        log_lines = [
-            f"epoch {int(r.epoch) + 1}/{config.epochs} train_loss={r.train_loss:.4f} "
-            f"val_loss={r.val_loss:.4f} val_accuracy={r.val_accuracy:.4f} "
-            f"val_f1={r.val_f1:.4f} val_roc_auc={r.val_roc_auc:.4f}"
-            for r in history.itertuples()
-        ]
-        for line in log_lines:
+        log_lines = epoch_lines(mlflow, run_id, config.epochs)  # every attempt's epochs
+        for line in log_lines[-len(history):]:  # this attempt's; earlier ones logged theirs
             context.log.info(line)
         client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
         train_rows = training_features.loc[training_features["split"] == "train", FEATURES]
