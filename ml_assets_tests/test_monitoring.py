@@ -185,3 +185,37 @@ def test_a_worse_canary_is_rolled_back_and_a_healthy_one_kept():
     assert 0.03 < verdict.details["canary"]["error_rate"] < 0.07
     few = monitoring.Requests.from_log(pa.concat_tables([production, broken.slice(0, 20)]))
     assert not monitoring.canary_health(few, "1", "2", 0.01, 50.0, 100).enough_data
+
+
+def test_new_log_files_request_monitoring_for_their_tenant_only(tmp_path):
+    from datetime import timedelta
+
+    import dagster as dg
+
+    from ml_assets.defs.monitoring.sensors import newest_log_file, prediction_log_sensor
+    from ml_assets.resources.object_store import ObjectStore
+
+    store = ObjectStore(root=str(tmp_path))
+    acme, globex = Tenant("acme"), Tenant("globex")
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                     resources={"object_store": store}) as context:
+            return prediction_log_sensor(context)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", [acme.key, globex.key])
+        assert tick(None).run_requests == []  # no log yet
+        records = synthetic_log.generate(acme.key, LogSpec(requests=3)).to_pylist()
+        first = prediction_log.write(store, acme, records)
+        result = tick(None)
+        assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
+            (acme.key, f"{acme.key}:{first}")]
+        assert [k.to_user_string() for k in result.run_requests[0].asset_selection] == [
+            "model_monitoring"]
+        assert tick(result.cursor).run_requests == []  # nothing new
+        second = prediction_log.write(store, acme, records)
+        again = tick(result.cursor)
+        assert [r.run_key for r in again.run_requests] == [f"{acme.key}:{second}"]
+    assert newest_log_file(store, globex) is None  # acme's files are not globex's
+    assert newest_log_file(store, acme, datetime.now(UTC) + timedelta(days=3)) is None

@@ -1,0 +1,48 @@
+"""Monitor a tenant whenever new rows land in its prediction log."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from ml_assets import prediction_log
+from ml_assets.defs.monitoring.assets import MONITORED_ASSET
+from ml_assets.defs.training.sensors import TRIGGER_TAG
+from ml_assets.resources.object_store import ObjectStore
+from ml_assets.tenants import Tenant, registered_tenants
+
+
+def newest_log_file(object_store: ObjectStore, tenant: Tenant,
+                    now: datetime | None = None) -> str | None:
+    """The tenant's newest log file (keys sort by time) of today or yesterday: only those can
+    hold rows of the current window, and listing them stays cheap however old the log is."""
+    now = now or datetime.now(UTC)
+    for day in (now, now - timedelta(days=1)):
+        keys = object_store.list(tenant, prediction_log.LOG_DIR, f"date={day:%Y-%m-%d}")
+        parquet = [key for key in keys if key.endswith(".parquet")]
+        if parquet:
+            return parquet[-1]
+    return None
+
+
+@dg.sensor(
+    name="prediction_log_sensor",
+    asset_selection=[MONITORED_ASSET],
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs model_monitoring for a tenant when its prediction log got new files since "
+    "the last run (at most every 5 minutes).",
+)
+def prediction_log_sensor(context: dg.SensorEvaluationContext,
+                          object_store: ObjectStore) -> dg.SensorResult:
+    cursor: dict[str, str] = json.loads(context.cursor or "{}")
+    requests = []
+    for key in registered_tenants(context.instance):
+        newest = newest_log_file(object_store, Tenant(key))
+        if newest is None or newest <= cursor.get(key, ""):
+            continue
+        cursor[key] = newest
+        requests.append(dg.RunRequest(
+            run_key=f"{key}:{newest}", partition_key=key, tags={TRIGGER_TAG: "prediction_log"},
+            asset_selection=[dg.AssetKey(MONITORED_ASSET)]))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
