@@ -7,14 +7,27 @@ import dagster as dg
 
 from ml_assets.settings import Settings
 
+# A Ray driver must run on a node of its cluster: Ray Client (ray://) cannot run Ray Data
+# (`'Worker' object has no attribute 'core_worker'`, Ray 2.60). So a step pod first joins the
+# cluster at RAY_ADDRESS (a GCS address) as a node with no resources, then runs the step, whose
+# ray.init(address=RAY_ADDRESS) attaches to that local node: the path of `ml-assets ray up`.
+JOIN_RAY_CLUSTER = [
+    "/bin/bash", "-c",
+    'ray start --address="$RAY_ADDRESS" --num-cpus=0 --num-gpus=0 --disable-usage-stats '
+    '&& exec "$@"',
+    "join-ray-cluster",
+]
+
 
 def _resources(cpu: str, memory: str) -> dict:
-    return {"container_config": {"resources": {"requests": {"cpu": cpu, "memory": memory},
-                                               "limits": {"memory": memory}}}}
+    return {"container_config": {
+        "command": JOIN_RAY_CLUSTER,
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+    }}
 
 
-# dagster-k8s/config of a step pod. Ray does the heavy work on its own cluster; a step pod holds
-# what its asset keeps in memory (the joined features, the holdout and model in evaluation).
+# dagster-k8s/config of a step pod (dagster sets its args). Ray does the heavy work on its own
+# cluster; a step pod holds what its asset keeps in memory (joined features, holdout and model).
 DEFAULT_STEP_K8S_CONFIG = _resources("500m", "2Gi")
 STEP_K8S_CONFIG: dict[str, dict] = {
     "training_features": _resources("2", "8Gi"),

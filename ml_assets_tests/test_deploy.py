@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -352,8 +353,7 @@ def cluster_settings_env(state_dir: Path) -> dict[str, str]:
     settings = doc("ConfigMap", "ml-assets-settings")["data"]
     secrets = {"ML_ASSETS_S3_ACCESS_KEY": "key", "ML_ASSETS_S3_SECRET_KEY": "secret",
                "ML_ASSETS_FEAST_REDIS": "redis:6379,password=pw,db=0"}  # from the Secrets
-    return {**settings, **secrets, "ML_ASSETS_STATE_DIR": str(state_dir),
-            "ML_ASSETS_SERVE_RAY_ADDRESS": "ray://ml-serve-head-svc:10001"}
+    return {**settings, **secrets, "ML_ASSETS_STATE_DIR": str(state_dir)}
 
 
 def test_settings_configmap_is_configuration_the_code_reads(tmp_path):
@@ -365,12 +365,13 @@ def test_settings_configmap_is_configuration_the_code_reads(tmp_path):
     assert unread == []
     settings = load_settings(cluster_settings_env(tmp_path))
     assert settings.executor == "k8s"
-    assert settings.ray_address == "ray://ml-ray-head-svc:10001"
+    assert settings.ray_address == "ml-ray-head-svc:6379"
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.mlflow_artifact_root is None  # the server proxies artifacts to MinIO
     assert settings.kafka_bootstrap == "ml-kafka-kafka-bootstrap:9092"
     assert (settings.s3_endpoint, settings.s3_bucket) == ("http://minio:9000", "ml-assets")
     assert (settings.serve_host, settings.serve_port) == ("ml-serve-serve-svc", 8000)
+    assert settings.serve_ray_address == "ml-serve-head-svc:6379"
 
 
 def test_an_unknown_executor_setting_is_named():
@@ -395,8 +396,33 @@ def test_code_location_with_cluster_settings_runs_each_step_as_a_kubernetes_job(
     training = steps["trained_model"]["container_config"]["resources"]
     assert training["requests"] == {"cpu": "1", "memory": "4Gi"}
     serving_env = steps["deployed_endpoint"]["container_config"]["env"]
-    assert serving_env == [{"name": "RAY_ADDRESS", "value": "ray://ml-serve-head-svc:10001"}]
+    assert serving_env == [{"name": "RAY_ADDRESS", "value": "ml-serve-head-svc:6379"}]
     assert "env" not in steps["trained_model"]["container_config"]  # training: RAY_ADDRESS
+    # every step pod joins the Ray cluster at its RAY_ADDRESS before dagster runs the step
+    for config in [execution["step_k8s_config"], *steps.values()]:
+        command = config["container_config"]["command"]
+        assert command[:2] == ["/bin/bash", "-c"]
+        assert 'ray start --address="$RAY_ADDRESS" --num-cpus=0' in command[2]
+        assert command[2].endswith('exec "$@"')
+
+
+def test_step_pod_command_joins_then_runs_the_step(tmp_path):
+    """The join command, run by bash as the container would, with a stand-in `ray` on PATH that
+    records its arguments: it joins first, then execs dagster's args (exit code passed on)."""
+    from ml_assets.executor import JOIN_RAY_CLUSTER
+
+    (tmp_path / "ray").write_text('#!/bin/bash\necho "$@" > "$(dirname "$0")/joined"\n')
+    (tmp_path / "ray").chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "RAY_ADDRESS": "ml-ray-head-svc:6379"}
+    step = subprocess.run([*JOIN_RAY_CLUSTER, "sh", "-c", "echo step; exit 3"], env=env,
+                          capture_output=True, text=True)
+    assert (step.returncode, step.stdout) == (3, "step\n")
+    assert (tmp_path / "joined").read_text().split()[:2] == ["start",
+                                                             "--address=ml-ray-head-svc:6379"]
+    (tmp_path / "ray").write_text("#!/bin/bash\nexit 1\n")  # the cluster cannot be joined
+    failed = subprocess.run([*JOIN_RAY_CLUSTER, "sh", "-c", "echo step"], env=env,
+                            capture_output=True, text=True)
+    assert failed.returncode == 1 and failed.stdout == ""  # the step never runs
 
 
 def test_code_location_by_default_keeps_dagsters_executor(monkeypatch, tmp_path):

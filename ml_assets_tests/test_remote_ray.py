@@ -1,5 +1,6 @@
-"""The assets against a Ray cluster started apart from them (`ray start --head` in its own
-process, RAY_ADDRESS set): the code path of a KubeRay RayCluster, with no local fallback."""
+"""The assets against a Ray cluster started apart from them (`ray start` processes: a head and
+a worker node on another address; RAY_ADDRESS set): the code path of a KubeRay RayCluster whose
+step pods join as nodes without resources (ml_assets/executor.py), with no local fallback."""
 
 from __future__ import annotations
 
@@ -20,49 +21,45 @@ import pytest
 from ml_assets.settings import PROJECT_ROOT
 from ml_assets_tests.conftest import free_port, venv_bin
 
-HEAD_CPUS = 3  # not what a local fallback cluster would get (ML_ASSETS_RAY_NUM_CPUS=4, 2 cores)
+WORKER_CPUS = 3  # not what a local fallback cluster would get (ML_ASSETS_RAY_NUM_CPUS=4)
 
 
-class RayHead:
-    """`ray start --head --block` on free ports with its own temp dir, in its own process group
-    so that stopping it ends exactly its processes (`ray stop` would end every Ray here)."""
+class RayNode:
+    """`ray start --block` on free ports with its own temp dir, in its own process group so that
+    stopping it ends exactly its processes (`ray stop` would end every Ray on the machine)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ip: str, args: list[str]) -> None:
         # short: Ray's unix socket paths live under it (108-byte limit)
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
-        self.port, self.node_manager_port = free_port(), free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        ports = {"port": self.port, "node-manager-port": self.node_manager_port,
-                 "object-manager-port": free_port(), "ray-client-server-port": free_port(),
+        self.ip, self.temp_dir = ip, Path(tempfile.mkdtemp(prefix="rn-", dir="/tmp"))
+        self.node_manager_port = free_port()
+        ports = {"node-manager-port": self.node_manager_port, "object-manager-port": free_port(),
                  "dashboard-agent-listen-port": free_port(),
                  "dashboard-agent-grpc-port": free_port(),
                  "runtime-env-agent-port": free_port(), "metrics-export-port": free_port()}
         self.process = subprocess.Popen(
-            [venv_bin("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--num-cpus={HEAD_CPUS}", "--include-dashboard=false", "--disable-usage-stats",
-             f"--temp-dir={self.temp_dir}", *[f"--{k}={v}" for k, v in ports.items()]],
+            [venv_bin("ray"), "start", "--block", f"--node-ip-address={ip}",
+             "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *args,
+             *[f"--{k}={v}" for k, v in ports.items()]],
             env={**os.environ, "RAY_AUTH_MODE": "token"}, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_listening(self, port: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
-        for port in (self.port, self.node_manager_port):  # GCS, then the raylet
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError("ray start --head did not come up") from None
-                    time.sleep(0.5)
+        while True:
+            try:
+                socket.create_connection((self.ip, port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ray node on {self.ip} did not come up") from None
+                time.sleep(0.5)
 
     def worker_logs(self) -> str:
-        logs = self.temp_dir / "session_latest" / "logs"
-        return "\n".join(path.read_text(errors="replace") for path in logs.glob("worker-*"))
+        logs = self.temp_dir.glob("session_*/logs/worker-*")
+        return "\n".join(path.read_text(errors="replace") for path in logs)
 
     def stop(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
@@ -75,22 +72,47 @@ class RayHead:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+class LocalRayCluster:
+    """A head without resources, where the driver attaches (a step pod that joined the
+    cluster), and a worker node on another address (a KubeRay worker pod) that does the work."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.head = RayNode("127.0.0.1", ["--head", f"--port={self.port}", "--num-cpus=0",
+                                          "--include-dashboard=false",
+                                          f"--ray-client-server-port={free_port()}"])
+        self.worker: RayNode | None = None
+
+    def start(self) -> None:
+        self.head.wait_listening(self.port)
+        self.head.wait_listening(self.head.node_manager_port)
+        self.worker = RayNode("127.0.0.2", [f"--address={self.address}",
+                                            f"--num-cpus={WORKER_CPUS}"])
+        self.worker.wait_listening(self.worker.node_manager_port)
+
+    def stop(self) -> None:
+        for node in (self.worker, self.head):
+            if node is not None:
+                node.stop()
+
+
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[RayHead]:
-    head = RayHead()
+def ray_cluster_apart() -> Iterator[LocalRayCluster]:
+    cluster = LocalRayCluster()
     try:
-        head.wait_ready()
-        yield head
+        cluster.start()
+        yield cluster
     finally:
-        head.stop()
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
-def remote_run(ray_head, tmp_path_factory) -> dict:
+def remote_run(ray_cluster_apart, tmp_path_factory) -> dict:
     state = tmp_path_factory.mktemp("remote-state")
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("ML_ASSETS_", "MLFLOW_"))}
-    env.update(RAY_ADDRESS=ray_head.address, RAY_AUTH_MODE="token",
+    env.update(RAY_ADDRESS=ray_cluster_apart.address, RAY_AUTH_MODE="token",
                ML_ASSETS_STATE_DIR=str(state))
     done = subprocess.run(
         [sys.executable, "-m", "ml_assets_tests.remote_ray_driver", "remote",
@@ -100,13 +122,15 @@ def remote_run(ray_head, tmp_path_factory) -> dict:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "state": state}
 
 
-def test_assets_run_on_the_cluster_at_ray_address(remote_run, ray_head):
-    assert remote_run["ray_address"] == ray_head.address
+def test_assets_run_on_the_cluster_at_ray_address(remote_run, ray_cluster_apart):
+    assert remote_run["ray_address"] == ray_cluster_apart.address
     # connected to that GCS (Ray reports it under the node's own IP), not a new local cluster
-    assert remote_run["gcs_address"].rpartition(":")[2] == str(ray_head.port)
-    assert remote_run["cluster_cpus"] == HEAD_CPUS
-    # the cluster's own record: the training workers were processes of that head's raylet
-    assert "RayTrainWorker" in ray_head.worker_logs()
+    assert remote_run["gcs_address"].rpartition(":")[2] == str(ray_cluster_apart.port)
+    assert remote_run["cluster_cpus"] == WORKER_CPUS
+    # the cluster's own record: the training workers ran on the worker node, none beside the
+    # driver on the head (which has no CPUs to give them)
+    assert "RayTrainWorker" in ray_cluster_apart.worker.worker_logs()
+    assert "RayTrainWorker" not in ray_cluster_apart.head.worker_logs()
 
 
 def test_the_model_trained_there_is_tracked_and_checkpointed(remote_run):
