@@ -19,11 +19,12 @@ install: $(STAMP)
 demo: install  ## the whole graph for the demo tenant on embedded defaults, then a curl to try
 	$(BIN)/ml-assets demo
 
-dev: install  ## the Dagster UI on :3000 with the demo tenant and the local Ray head
+dev: install  ## the Dagster UI on :3000 and the ML Service API on :8000, demo tenant, Ray head
 	$(BIN)/ml-assets tenant add demo
 	$(BIN)/ml-assets ray up
-	@echo "Dagster UI: http://127.0.0.1:3000"
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs"
+	$(BIN)/ml-assets serve-api & api=$$!; trap "kill $$api 2>/dev/null" EXIT INT TERM; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api
 
 test: install  ## lint, then the suite (starts the servers it needs itself)
 	$(BIN)/ruff check .

@@ -25,6 +25,11 @@ class Settings:
     kafka_bootstrap: str | None
     serve_host: str
     serve_port: int
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_rate_limit_per_minute: int = 120
+    dagster_url: str = "http://127.0.0.1:3000"  # the webserver: GraphQL API and UI
+    mlflow_ui_url: str | None = None
     executor: str = "multiprocess"  # or "k8s": every step its own Kubernetes Job (deploy/)
     serve_ray_address: str | None = None  # the Serve cluster when it is not RAY_ADDRESS's
     feast_registry: str | None = None  # SQLAlchemy URL of a shared Feast registry
@@ -61,6 +66,10 @@ class Settings:
     def io_dir(self) -> Path:
         return self.state_dir / "io"
 
+    @property
+    def api_keys_path(self) -> Path:
+        return self.state_dir / "api_keys.db"
+
 
 def _local_head_address(state_dir: Path) -> str | None:
     """The address of the Ray head `ml-assets ray up` started for this state folder, if any."""
@@ -87,6 +96,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         kafka_bootstrap=env.get("ML_ASSETS_KAFKA_BOOTSTRAP") or None,
         serve_host=env.get("ML_ASSETS_SERVE_HOST", "127.0.0.1"),
         serve_port=int(env.get("ML_ASSETS_SERVE_PORT", "8001")),
+        api_host=env.get("ML_ASSETS_API_HOST", "127.0.0.1"),
+        api_port=int(env.get("ML_ASSETS_API_PORT", "8000")),
+        api_rate_limit_per_minute=int(env.get("ML_ASSETS_API_RATE_LIMIT", "120")),
+        dagster_url=env.get("ML_ASSETS_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/"),
+        # links in API answers; an MLflow server's own URL is its UI
+        mlflow_ui_url=env.get("ML_ASSETS_MLFLOW_UI_URL")
+        or (tracking_uri if tracking_uri.startswith("http") else None),
         executor=_executor(env.get("ML_ASSETS_EXECUTOR", "multiprocess")),
         serve_ray_address=env.get("ML_ASSETS_SERVE_RAY_ADDRESS") or None,
         feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
