@@ -187,6 +187,30 @@ def test_helm_schema_rejects_broken_values(edit, complaint):
 # --- what the manifests promise ------------------------------------------------------------
 
 
+def test_everything_lives_in_the_platform_namespace():
+    namespaced = [d for d in DOCUMENTS.values() if d["kind"] != "Namespace"]
+    assert {d["metadata"].get("namespace") for d in namespaced} == {"ml-platform"}
+    launcher = helm_values()["runLauncher"]["config"]["k8sRunLauncher"]
+    assert launcher["jobNamespace"] == doc("Namespace", "ml-platform")["metadata"]["name"]
+
+
+def _images(node) -> list[str]:
+    if isinstance(node, dict):
+        return ([node["image"]] if isinstance(node.get("image"), str) else []) + [
+            image for value in node.values() for image in _images(value)]
+    return [image for value in node for image in _images(value)] if isinstance(node, list) else []
+
+
+def test_code_runs_from_one_image_everywhere():
+    """Code server, runs, steps, MLflow and every Ray pod: one image (the GPU build aside), so
+    Ray, Python, MLflow and ml_assets match on both ends of each connection."""
+    code = helm_values()["dagster-user-deployments"]["deployments"][0]["image"]
+    image = f"{code['repository']}:{code['tag']}"
+    ours = [i for d in DOCUMENTS.values() for i in _images(d) if "ml-assets" in i]
+    assert ours and set(ours) == {image, image.replace("ml-assets:", "ml-assets-gpu:")}
+    assert image in _images(doc("Deployment", "mlflow"))
+
+
 def test_lifecycle_topic_survives_one_broker_with_acks_all():
     topic, kafka = doc("KafkaTopic", "ml.lifecycle"), doc("Kafka", "ml-kafka")
     pool = doc("KafkaNodePool", "dual")
