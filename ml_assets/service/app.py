@@ -221,10 +221,8 @@ def upstream(system: str) -> Iterator[None]:
         yield
     except HTTPException:
         raise
-    except DagsterUnavailable as exc:
-        log.warning("Dagster unavailable: %s", exc)
-        raise HTTPException(503, f"Dagster did not answer: {exc}") from exc
     except Exception as exc:
+        # the detail (queries, server traces) goes to the log, not to the caller
         log.warning("%s call failed: %r", system, exc)
         raise HTTPException(503, f"{system} did not answer") from exc
 
