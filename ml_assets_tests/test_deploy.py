@@ -522,7 +522,7 @@ def test_cluster_instance_is_what_the_helm_values_render():
     assert coordinator["tag_concurrency_limits"] == queued["tagConcurrencyLimits"]
 
 
-def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(tmp_path):
+def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(monkeypatch, tmp_path):
     """The cluster's Feast registry (ML_ASSETS_FEAST_REGISTRY): one PostgreSQL database, a Feast
     project per tenant, and the point-in-time join unchanged on top of it."""
     import pandas as pd
@@ -534,11 +534,13 @@ def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(tmp_pat
 
     tenants = [Tenant("acme"), Tenant("globex")]
     with fresh_database() as database:
-        settings = load_settings({
-            "ML_ASSETS_STATE_DIR": str(tmp_path),
-            "ML_ASSETS_FEAST_REGISTRY": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
-        })
-        feast = build_resources(settings)["feast"]
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+        monkeypatch.setenv("ML_ASSETS_FEAST_REGISTRY", url)
+        settings = load_settings({"ML_ASSETS_STATE_DIR": str(tmp_path),
+                                  "ML_ASSETS_FEAST_REGISTRY": url})
+        unresolved = build_resources(settings)["feast"]
+        assert url not in repr(unresolved)  # a secret: the UI shows the variable's name
+        feast = unresolved.process_config_and_initialize()
         for seed, tenant in enumerate(tenants):
             spec = churn_data.ChurnDataSpec(customers=200, seed=seed)
             churn_data.write(tenant.key, spec, settings.raw_data_dir)

@@ -30,7 +30,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "feast": FeastStore(root_dir=str(settings.feast_dir),
                             raw_data_dir=str(settings.raw_data_dir),
-                            registry_url=settings.feast_registry),
+                            # a URL with the database password: resolved at launch, hidden in the UI
+                            registry_url=dg.EnvVar("ML_ASSETS_FEAST_REGISTRY")
+                            if settings.feast_registry else None),
         "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus),
         "mlflow": MlflowRegistry(tracking_uri=settings.mlflow_tracking_uri,
                                  artifact_root=settings.mlflow_artifact_root),
