@@ -40,7 +40,14 @@ SERVE_CONFIGS = {
     # the same plus the gRPC hop from proxy to replica that THROUGHPUT_OPTIMIZED also turns on
     "ray serve (tuned + grpc hop)": {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",  # replicas on their own ports: no fixed URL
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    },
+    # all of THROUGHPUT_OPTIMIZED: the replica serves HTTP itself, no proxy hop; its port
+    # comes from a per-node range, here starting at the endpoint's port (one replica a node)
+    "ray serve (direct ingress)": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "{port}",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "{port_max}",
     },
 }
 
@@ -138,10 +145,13 @@ def ray_serve(name: str, env_overrides: dict, state: Path, args) -> tuple[list[d
     from ml_assets import prediction_log
     from ml_assets.resources import build_resources
 
+    port = free_port()
+    overrides = {k: v.format(port=port, port_max=port + 10) for k, v in env_overrides.items()}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "bench.serving", "--serve-worker", str(state)],
+        [sys.executable, "-m", "bench.serving", "--serve-worker", str(state), "--port",
+         str(port)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **env_overrides, "RAY_AUTH_MODE": "token"})
+        env={**os.environ, **overrides, "RAY_AUTH_MODE": "token"})
     try:
         line = ""
         while not line.startswith('{"url"'):  # Feast prints progress on stdout too
@@ -168,17 +178,21 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--configs", nargs="+", default=list(SERVE_CONFIGS),
+                        help="Serve configurations to run (default: all)")
     parser.add_argument("--serve-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_worker:
-        serve_worker(args.serve_worker, free_port())
+        serve_worker(args.serve_worker, args.port)
         return
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         tracking_uri, model_ms = prepare(state)
         rows = floor(state, tracking_uri, args)
         in_replica = {}
-        for name, overrides in SERVE_CONFIGS.items():
+        for name in args.configs:
+            overrides = SERVE_CONFIGS[name]
             serve_rows, in_replica[name] = ray_serve(name, overrides, state, args)
             rows += serve_rows
     floor_p50 = {r["concurrency"]: r["p50_ms"] for r in rows if r["server"].startswith("bare")}
