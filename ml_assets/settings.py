@@ -23,6 +23,7 @@ class Settings:
     s3_endpoint: str | None
     s3_bucket: str
     kafka_bootstrap: str | None
+    feast_redis: str | None
     serve_host: str
     serve_port: int
     api_host: str = "127.0.0.1"
@@ -94,6 +95,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         s3_endpoint=env.get("ML_ASSETS_S3_ENDPOINT") or None,
         s3_bucket=env.get("ML_ASSETS_S3_BUCKET", "ml-assets"),
         kafka_bootstrap=env.get("ML_ASSETS_KAFKA_BOOTSTRAP") or None,
+        feast_redis=env.get("ML_ASSETS_FEAST_REDIS") or None,  # e.g. 127.0.0.1:6379,db=0
         serve_host=env.get("ML_ASSETS_SERVE_HOST", "127.0.0.1"),
         serve_port=int(env.get("ML_ASSETS_SERVE_PORT", "8001")),
         api_host=env.get("ML_ASSETS_API_HOST", "127.0.0.1"),

@@ -30,6 +30,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "feast": FeastStore(root_dir=str(settings.feast_dir),
                             raw_data_dir=str(settings.raw_data_dir),
+                            # may carry a password, like the registry URL
+                            redis_url=dg.EnvVar("ML_ASSETS_FEAST_REDIS")
+                            if settings.feast_redis else None,
                             # a URL with the database password: resolved at launch, hidden in the UI
                             registry_url=dg.EnvVar("ML_ASSETS_FEAST_REGISTRY")
                             if settings.feast_registry else None),
