@@ -118,7 +118,8 @@ def ks_2samp_sorted(window: np.ndarray, reference: np.ndarray) -> tuple[float, f
     ref_before = np.searchsorted(reference, points, side="left") / m  # F_ref(r-)
     win_at = np.searchsorted(window, points, side="right") / n
     win_before = np.searchsorted(window, points, side="left") / n
-    # window above reference: just before each reference point, and after the last one (0)
+    # F_ref steps up at each reference point: F_win - F_ref peaks just before one,
+    # F_ref - F_win at one
     above = np.max(win_before - ref_before)
     below = np.max(ref_at - win_at)
     statistic = float(max(above, below, 0.0))
@@ -213,14 +214,13 @@ class Requests:
     latency_ms: np.ndarray
     status: np.ndarray
     version: np.ndarray  # object array of str | None
-    route: np.ndarray
     first_ts: float
     last_ts: float
 
     @classmethod
     def from_log(cls, table: pa.Table) -> Requests:
-        """Requests of log rows (columns request_id, ts, latency_ms, status, model_version,
-        route): each request_id's first row."""
+        """Requests of log rows (columns request_id, ts, latency_ms, status, model_version):
+        each request_id's first row."""
         ids = table["request_id"].combine_chunks().dictionary_encode().indices.to_numpy()
         _, first = np.unique(ids, return_index=True)
         ts = table["ts"].combine_chunks().cast("int64").to_numpy() / 1e6 if len(table) else []
@@ -230,7 +230,7 @@ class Requests:
             return values[first] if dtype is None else values[first].astype(dtype)
 
         return cls(latency_ms=column("latency_ms", np.float64), status=column("status", np.int64),
-                   version=column("model_version"), route=column("route"),
+                   version=column("model_version"),
                    first_ts=float(np.min(ts)) if len(ts) else 0.0,
                    last_ts=float(np.max(ts)) if len(ts) else 0.0)
 
@@ -239,7 +239,7 @@ class Requests:
 
     def subset(self, mask: np.ndarray) -> Requests:
         return Requests(self.latency_ms[mask], self.status[mask], self.version[mask],
-                        self.route[mask], self.first_ts, self.last_ts)
+                        self.first_ts, self.last_ts)
 
     @property
     def failed(self) -> np.ndarray:
