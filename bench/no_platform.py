@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                      "overhead_ratio": platform / plain[phase] if platform else None})
     platform_wall = graph.get("wall_s")
     rows.append({"phase": "whole task (process wall)", "plain_s": wall,
-                 "platform_step": "churn_model_job", "platform_s": platform_wall,
+                 "platform_step": "the graph run", "platform_s": platform_wall,
                  "overhead_ratio": platform_wall / wall if platform_wall else None})
     report("no_platform", ["phase", "plain_s", "platform_step", "platform_s",
                            "overhead_ratio"], rows,
