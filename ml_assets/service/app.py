@@ -17,23 +17,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from ml_assets.defs.training.config import ExperimentConfig
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.service.dagster_runs import (
-    DagsterRuns,
-    DagsterUnavailable,
-    IdempotencyConflict,
-    Run,
-)
+from ml_assets.service.dagster_runs import DagsterRuns, IdempotencyConflict, Run
 from ml_assets.service.keys import ApiKey, KeyStore, Role
 from ml_assets.service.rate_limit import RateLimiter
 from ml_assets.settings import Settings
@@ -64,16 +66,37 @@ def _declare_layer_check(schema: dict[str, Any]) -> None:
         minItems=1, items={"type": "integer", "minimum": 1})
 
 
-class ExperimentRequest(ExperimentConfig):
-    """The `trained_model` config the assets take: same fields, same checks. Unknown fields and
-    non-finite numbers are refused here, not by the run."""
+def _takes_ints(annotation: Any) -> bool:
+    return annotation is int or any(_takes_ints(arg) for arg in get_args(annotation))
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return [_integral(item) for item in value] if isinstance(value, list) else value
+
+
+class ExperimentRequest(ExperimentConfig):
+    """The `trained_model` config the assets take: same fields, same checks. Unknown fields,
+    non-finite numbers and values of the wrong JSON type (`true` or `"3"` for an int) are
+    refused here, not coerced into a run."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True,
                               json_schema_extra=_declare_layer_check)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats_are_ints(cls, data: Any) -> Any:
+        # JSON Schema counts 3.0 as an integer; strict mode alone would refuse it
+        if not isinstance(data, dict):
+            return data
+        ints = {name for name, field in cls.model_fields.items()
+                if _takes_ints(field.annotation)}
+        return {key: _integral(value) if key in ints else value for key, value in data.items()}
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field(min_length=3, max_length=500, description="recorded in the ledger")
 
@@ -237,6 +260,13 @@ def _iso_time(value: Any) -> Any:
 IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_time)]
 
 
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt `at` is an error, not ignored
+
+    at: IsoTime | None = Field(None, description="ISO time with offset: which version was "
+                               "Production then")
+
+
 def _time(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
@@ -257,16 +287,14 @@ def healthz() -> dict[str, str]:
 def readyz(svc: Annotated[Service, Depends(service)]) -> JSONResponse:
     """Dagster's webserver and MLflow answer."""
     checks: dict[str, str] = {}
-    try:
-        svc.runs.ready()
-        checks["dagster"] = "ok"
-    except DagsterUnavailable as exc:
-        checks["dagster"] = f"unavailable: {exc}"[:300]
-    try:
-        _mlflow_ready(svc.mlflow.tracking_uri)
-        checks["mlflow"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["mlflow"] = f"unavailable: {exc!r}"[:300]
+    for system, check in (("dagster", svc.runs.ready),
+                          ("mlflow", lambda: _mlflow_ready(svc.mlflow.tracking_uri))):
+        try:
+            check()
+            checks[system] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            log.warning("readiness: %s unavailable: %r", system, exc)  # details: log only
+            checks[system] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
                         status_code=200 if ready else 503)
@@ -392,12 +420,12 @@ def list_models(caller: Annotated[Caller, Depends(access(Role.viewer))],
 def promotion_history(
     caller: Annotated[Caller, Depends(access(Role.viewer))],
     svc: Annotated[Service, Depends(service)],
-    at: Annotated[IsoTime | None, Query(
-        description="ISO time with offset: which version was Production then")] = None,
+    query: Annotated[HistoryQuery, Query()],
 ) -> PromotionHistory:
     """The tenant's Production versions over time, from the promotion ledger."""
     from ml_assets.defs.registry.ledger import production_at, production_history
 
+    at = query.at
     outbox = svc.events.outbox()
     spells = [ProductionSpellInfo(**vars(spell))
               for spell in production_history(outbox, caller.tenant)]
