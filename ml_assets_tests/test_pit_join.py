@@ -156,3 +156,14 @@ def test_entity_rows_as_sql_are_refused_before_any_query(generated):
     store = generated.apply(Tenant("north"))
     with pytest.raises(ValueError, match="entity rows as a DataFrame, got str"):
         store.get_historical_features(entity_df="SELECT 1", features=feature_refs())
+
+
+def test_a_created_timestamp_cutoff_is_refused_by_feast(generated):
+    from ml_assets.feature_repo.repo import feature_refs
+
+    tenant = Tenant("north")
+    labels = pd.read_parquet(generated.labels_path(tenant)).rename(
+        columns={LABEL_TIMESTAMP: TIMESTAMP})
+    with pytest.raises(NotImplementedError, match="not supported by AsofDuckDBOfflineStore"):
+        generated.apply(tenant).get_historical_features(
+            entity_df=labels, features=feature_refs(), filter_by_created_timestamp=True)

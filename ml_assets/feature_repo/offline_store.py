@@ -45,6 +45,10 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     """DuckDBOfflineStore whose historical retrieval is an ASOF LEFT JOIN per feature view."""
 
+    # as in Feast's own ASOF store (snowflake): the join cannot express a created_timestamp
+    # cutoff, so Feast refuses filter_by_created_timestamp for this store before any query
+    supports_filter_by_created_timestamp = False
+
     @staticmethod
     def get_historical_features(
         config: RepoConfig,
