@@ -19,12 +19,17 @@ install: $(STAMP)
 demo: install  ## the whole graph for the demo tenant on embedded defaults, then a curl to try
 	$(BIN)/ml-assets demo
 
-dev: install  ## the Dagster UI on :3000 and the ML Service API on :8000, demo tenant, Ray head
+dev: export ML_ASSETS_MLFLOW_UI_URL ?= http://127.0.0.1:5000
+dev: install  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000
 	$(BIN)/ml-assets tenant add demo
 	$(BIN)/ml-assets ray up
-	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs"
-	$(BIN)/ml-assets serve-api & api=$$!; trap "kill $$api 2>/dev/null" EXIT INT TERM; \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api
+	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL"
+	mkdir -p .ml_assets/mlflow
+	$(BIN)/ml-assets serve-api & api=$$!; \
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.ml_assets/mlflow/mlflow.db \
+	  --host 127.0.0.1 --port 5000 >/dev/null 2>&1 & ui=$$!; \
+	trap "kill $$api $$ui 2>/dev/null" EXIT INT TERM; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api $$ui
 
 test: install  ## lint, then the suite (starts the servers it needs itself)
 	$(BIN)/ruff check .

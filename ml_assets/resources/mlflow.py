@@ -22,6 +22,7 @@ class MlflowRegistry(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_root: str | None = None  # None: the tracking server's default artifact root
+    ui_url: str | None = None  # the MLflow UI, for links in the Dagster UI; None: no links
 
     def client(self) -> MlflowClient:
         from mlflow import MlflowClient
@@ -61,3 +62,21 @@ class MlflowRegistry(dg.ConfigurableResource):
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self.client().get_metric_history(run_id, key)
+
+    def run_links(self, tenant: Tenant, run_id: str) -> dict[str, dg.MetadataValue]:
+        """`mlflow_run` metadata: a link to the run in the MLflow UI, when there is one; only
+        for a run in the tenant's experiment."""
+        if not self.ui_url:
+            return {}
+        experiment_id = self.tenant_run(tenant, run_id).info.experiment_id
+        url = f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return {"mlflow_run": dg.MetadataValue.url(url)}
+
+    def version_links(self, name: str, version: str) -> dict[str, dg.MetadataValue]:
+        """`mlflow_model_version` metadata: a link to the registered version in the MLflow UI."""
+        if not self.ui_url:
+            return {}
+        from urllib.parse import quote
+
+        url = f"{self.ui_url.rstrip('/')}/#/models/{quote(name)}/versions/{version}"
+        return {"mlflow_model_version": dg.MetadataValue.url(url)}

@@ -61,24 +61,38 @@ def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
     return REFERENCE_BASELINE, reference.predict_proba(holdout[FEATURES])[:, 1]
 
 
-def _roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+def _report_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    """ROC curves and a reliability diagram (calibration) of each model on the holdout."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, (roc, calibration) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80)
     for name, p in curves.items():
         fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Holdout ROC")
-    ax.legend(loc="lower right")
+        roc.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+        observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+        calibration.plot(predicted, observed, marker="o", markersize=3, label=name)
+    for ax in (roc, calibration):
+        ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
+        ax.legend(loc="lower right", fontsize=8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="Holdout ROC")
+    calibration.set(xlabel="mean predicted churn probability", ylabel="observed churn rate",
+                    title="Calibration (deciles)")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    """An image the Dagster UI shows inline: its markdown renderer allows data: URIs."""
+    import base64
+
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def _markdown(candidate: dict[str, float], baseline: dict[str, float], baseline_name: str) -> str:
@@ -108,8 +122,9 @@ def evaluation_report(
     trained_model: dict,
     mlflow: MlflowRegistry,
 ):
-    """Holdout metrics of the candidate and of the baseline on the same rows, as JSON, a
-    markdown table and a ROC plot, logged to the candidate's MLflow run."""
+    """Holdout metrics of the candidate and of the baseline on the same rows: a markdown table,
+    ROC and calibration plots (shown here, and logged to the candidate's MLflow run), each
+    metric as a number Dagster plots across materializations."""
     import mlflow.pytorch as mlflow_pytorch
 
     tenant = Tenant.from_context(context)
@@ -133,7 +148,7 @@ def evaluation_report(
                  "improvement": improvement, "passed": passed},
     }
     markdown = _markdown(candidate, baseline, baseline_name)
-    png = _roc_png(y, {"candidate": p_candidate, baseline_name: p_baseline})
+    png = _report_png(y, {"candidate": p_candidate, baseline_name: p_baseline})
     client = mlflow.client()
     client.log_text(run_id, json.dumps(report, indent=2), "evaluation/report.json")
     client.log_text(run_id, markdown + "\n", "evaluation/report.md")
@@ -149,7 +164,8 @@ def evaluation_report(
             **{f"holdout_{k}": dg.MetadataValue.float(v) for k, v in candidate.items()},
             **{f"baseline_{k}": dg.MetadataValue.float(v) for k, v in baseline.items()},
             "report": dg.MetadataValue.md(markdown),
-            "roc_plot": dg.MetadataValue.path(f"{run_id}/evaluation/roc.png"),
+            "roc_and_calibration": png_markdown(png, "holdout ROC and calibration"),
+            **mlflow.run_links(tenant, run_id),
         },
     )
     yield dg.AssetCheckResult(

@@ -194,7 +194,7 @@ def alert(events: LifecycleEvents, instance: dg.DagsterInstance, tenant: Tenant,
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="monitoring",
-    kinds={"numpy", "parquet"},
+    kinds={"numpy", "parquet", "kafka"},  # kafka: drift and quality alerts
     deps=["deployed_endpoint"],  # reads the log the endpoint writes, not its output
     check_specs=CHECK_SPECS,
 )

@@ -41,7 +41,7 @@ class RegistrationConfig(dg.Config):
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="registry",
-    kinds={"mlflow"},
+    kinds={"mlflow", "kafka"},  # kafka: MODEL_REGISTERED and stage events
     # the registry is a server: ride out a restart rather than fail the run
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
@@ -88,5 +88,7 @@ def registered_model(
             "version": str(version.version),
             "stage": stage,
             "mlflow_run_id": trained_model["run_id"],
+            **mlflow.version_links(version.name, str(version.version)),
+            **mlflow.run_links(tenant, trained_model["run_id"]),
         },
     )

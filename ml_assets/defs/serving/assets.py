@@ -115,7 +115,7 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="serving",
-    kinds={"ray", "feast"},
+    kinds={"ray", "feast", "kafka"},  # kafka: MODEL_DEPLOYED
     deps=["registered_model"],  # reads the registry's state, not the last registration
 )
 def deployed_endpoint(

@@ -63,7 +63,7 @@ def latest_features(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="serving",
-    kinds={"ray", "pytorch", "parquet"},
+    kinds={"ray", "pytorch", "parquet", "s3"},
     deps=["registered_model"],  # scores with the registry's Production version
 )
 def batch_predictions(

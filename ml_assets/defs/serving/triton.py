@@ -49,7 +49,7 @@ def export_onnx(model) -> bytes:
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="serving",
-    kinds={"pytorch", "onnx"},
+    kinds={"pytorch", "onnx", "s3"},
     deps=["registered_model"],  # exports the registry's Production version
 )
 def triton_model_repository(

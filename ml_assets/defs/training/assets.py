@@ -7,6 +7,7 @@ import pandas as pd
 from ml_assets.churn_data import FEATURES
 from ml_assets.defs.features.assets import content_hash
 from ml_assets.defs.training.config import ExperimentConfig
+from ml_assets.defs.training.progress import streamed_lines
 from ml_assets.events import EventType
 from ml_assets.monitoring import PROFILE_ARTIFACT, reference_profile
 from ml_assets.resources.events import LifecycleEvents
@@ -84,7 +85,8 @@ def epoch_lines(mlflow: MlflowRegistry, run_id: str, epochs: int) -> list[str]:
             by_step.setdefault(point.step, {})[key] = point.value
     return [f"epoch {step + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(
             values.items(), key=lambda kv: EPOCH_METRICS.index(kv[0])))
-            for step, values in sorted(by_step.items())]
+            for step, values in sorted(by_step.items())
+            if len(values) == len(EPOCH_METRICS)]  # an epoch being written is not done
 
 
 def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
@@ -100,7 +102,7 @@ def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str)
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="training",
-    kinds={"ray", "pytorch", "mlflow"},
+    kinds={"ray", "pytorch", "mlflow", "s3"},  # s3: per-epoch checkpoints
 )
 def trained_model(
     context: dg.AssetExecutionContext,
@@ -148,24 +150,25 @@ def trained_model(
     try:
         ray.connect()
         data = ray_training.preprocess(training_features)
-        result = ray_training.fit(
-            data,
-            {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id},
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            cpus_per_worker=config.cpus_per_worker,
-            max_failures=config.max_failures,
-            resume_from=resume_from,
-            storage_path=object_store.path(tenant, "checkpoints"),
-            storage_filesystem=object_store.filesystem(),
-            run_name=run_name,
-        )
+        # rank 0 logs each epoch to MLflow as it ends: show it in the run log as it happens
+        with streamed_lines(lambda: epoch_lines(mlflow, run_id, config.epochs),
+                            context.log.info):
+            result = ray_training.fit(
+                data,
+                {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id},
+                num_workers=config.num_workers,
+                use_gpu=config.use_gpu,
+                cpus_per_worker=config.cpus_per_worker,
+                max_failures=config.max_failures,
+                resume_from=resume_from,
+                storage_path=object_store.path(tenant, "checkpoints"),
+                storage_filesystem=object_store.filesystem(),
+                run_name=run_name,
+            )
         history = result.metrics_dataframe
         for resumed in sorted({int(e) for e in history.get("resumed_from_epoch", []) if e >= 0}):
             context.log.info(f"restored from checkpoint epoch_{resumed:04d} and continued")
         log_lines = epoch_lines(mlflow, run_id, config.epochs)  # every attempt's epochs
-        for line in log_lines[-len(history):]:  # this attempt's; earlier ones logged theirs
-            context.log.info(line)
         client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
         train_rows = training_features.loc[training_features["split"] == "train", FEATURES]
         example = train_rows.dropna().head(5)
@@ -184,6 +187,7 @@ def trained_model(
          "metrics": final, "checkpoint_dir": object_store.uri(tenant, "checkpoints", run_name)},
         metadata={
             "mlflow_run_id": run_id,
+            **mlflow.run_links(tenant, run_id),
             "model_uri": model_uri,
             "epochs": len(log_lines),
             "checkpoints": len([k for k in checkpoints if k.endswith(ray_training.STATE_FILE)]),

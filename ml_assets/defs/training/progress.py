@@ -1,0 +1,41 @@
+"""Progress in the Dagster run log while a long, blocking call (a Ray fit, a Tune search) runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def streamed_lines(poll: Callable[[], list[str]], log: Callable[[str], None],
+                   interval_s: float = 2.0) -> Iterator[None]:
+    """Log each new line `poll` returns (it returns every line so far, in order) as it appears,
+    from a background thread; lines present on entry (an earlier attempt's) are not repeated.
+    On exit, a last poll logs what finished since the previous one."""
+    seen = len(poll())
+    stop = threading.Event()
+
+    def flush() -> None:
+        nonlocal seen
+        try:
+            lines = poll()
+        except Exception as error:  # a failed poll must not fail the work it reports on
+            log(f"progress poll failed: {error!r}")
+            return
+        for line in lines[seen:]:
+            log(line)
+        seen = max(seen, len(lines))
+
+    def watch() -> None:
+        while not stop.wait(interval_s):
+            flush()
+
+    thread = threading.Thread(target=watch, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        flush()
