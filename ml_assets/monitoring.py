@@ -173,6 +173,10 @@ def prediction_drift(predictions: np.ndarray, reference: dict[str, Any], max_sig
                        "shift_in_standard_errors": abs(mean - ref_mean) / standard_error
                        if standard_error > 0 else 0.0,
                        "ks_statistic": statistic, "ks_p_value": p_value,
+                       "histogram": {"edges": reference["psi_edges"],
+                                     "reference": reference["psi_shares"],
+                                     "window": _bin_shares(values, np.asarray(
+                                         reference["psi_edges"])).tolist()},
                    })
 
 
@@ -204,6 +208,7 @@ def feature_drift(columns: dict[str, np.ndarray], reference: dict[str, dict[str,
                        "drifted_features": drifted, "min_psi": min_psi,
                        "correction": "Benjamini-Hochberg over the features' KS p-values",
                        "max_psi": max(s["psi"] for s in stats.values()),
+                       "features": stats,
                    })
 
 

@@ -100,3 +100,48 @@ def test_evaluation_plot_is_an_inline_png_in_markdown():
     image = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
     assert image.format == "PNG"
     assert image.width > 2 * image.height * 0.8  # two panels side by side: ROC, calibration
+
+
+@pytest.fixture(scope="module")
+def drift_profile() -> dict:
+    from ml_assets import synthetic_log
+
+    return synthetic_log.reference("acme")
+
+
+def _check_metadata(profile: dict, spec) -> dict:
+    from ml_assets import synthetic_log
+    from ml_assets.defs.monitoring.assets import check_result, evaluate
+    from ml_assets.resources.monitoring import MonitoringThresholds
+
+    _, found = evaluate(synthetic_log.generate("acme", spec), profile, spec.version,
+                        MonitoringThresholds())
+    return {o.check: check_result(o, {}, spec.version).metadata for o in found}
+
+
+def test_feature_drift_table_lists_every_feature_the_shifted_one_first(drift_profile):
+    from ml_assets.churn_data import FEATURES
+    from ml_assets.monitoring import FEATURE_DRIFT
+    from ml_assets.synthetic_log import LogSpec
+
+    metadata = _check_metadata(drift_profile, LogSpec(feature_shift={"monthly_spend": 0.5}))
+    table = metadata[FEATURE_DRIFT]["feature_drift_table"].value.splitlines()
+    rows = table[2:]
+    assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == sorted(FEATURES)
+    assert rows[0].startswith("| monthly_spend | **yes** |")
+    assert sum("**yes**" in row for row in rows) == 1
+
+
+def test_prediction_histogram_shows_where_the_mass_moved(drift_profile):
+    from ml_assets.monitoring import PREDICTION_DRIFT
+    from ml_assets.synthetic_log import LogSpec
+
+    def window_shares(spec) -> list[float]:
+        table = _check_metadata(drift_profile, spec)[PREDICTION_DRIFT]["prediction_histogram"]
+        rows = table.value.splitlines()[2:]
+        return [float(row.split(" | ")[2].rstrip("%")) / 100 for row in rows]
+
+    steady, shifted = window_shares(LogSpec()), window_shares(LogSpec(prediction_shift=3.0))
+    assert len(steady) == len(shifted) >= 5
+    assert max(steady) < 0.2  # about a tenth in each reference decile
+    assert shifted[-1] > 0.5  # shifted up: most predictions above the reference's top decile

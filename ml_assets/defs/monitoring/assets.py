@@ -13,6 +13,7 @@ import numpy as np
 from ml_assets import monitoring, prediction_log
 from ml_assets.churn_data import FEATURES
 from ml_assets.defs.monitoring import canary as canary_guard
+from ml_assets.defs.monitoring import drift_views
 from ml_assets.events import EventType
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
@@ -153,9 +154,23 @@ def check_result(outcome: monitoring.Outcome, window: dict[str, str],
             "enough_data": outcome.enough_data,
             "model_version": version or "",
             **window,
-            **{k: _metadata_value(v) for k, v in outcome.details.items() if k != "reason"},
+            **{k: _metadata_value(v) for k, v in outcome.details.items()
+               if k not in ("reason", "histogram", "features")},
+            **drift_views_metadata(outcome),
         },
     )
+
+
+def drift_views_metadata(outcome: monitoring.Outcome) -> dict[str, dg.MetadataValue]:
+    """The prediction histogram and the per-feature drift table, as markdown."""
+    views = {}
+    if "histogram" in outcome.details:
+        views["prediction_histogram"] = dg.MetadataValue.md(
+            drift_views.histogram_markdown(**outcome.details["histogram"]))
+    if "features" in outcome.details:
+        views["feature_drift_table"] = dg.MetadataValue.md(drift_views.feature_table_markdown(
+            outcome.details["features"], set(outcome.details["drifted_features"])))
+    return views
 
 
 def previous_breach_version(instance: dg.DagsterInstance, check: str,
