@@ -40,14 +40,9 @@ SERVE_CONFIGS = {
     # the same plus the gRPC hop from proxy to replica that THROUGHPUT_OPTIMIZED also turns on
     "ray serve (tuned + grpc hop)": {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # its direct ingress (replicas serving HTTP on ports from a per-node range, for an
+        # external load balancer) left no fixed endpoint URL here and hung the deploy
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
-    },
-    # all of THROUGHPUT_OPTIMIZED: the replica serves HTTP itself, no proxy hop; its port
-    # comes from a per-node range, here starting at the endpoint's port (one replica a node)
-    "ray serve (direct ingress)": {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "{port}",
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "{port_max}",
     },
 }
 
@@ -146,12 +141,11 @@ def ray_serve(name: str, env_overrides: dict, state: Path, args) -> tuple[list[d
     from ml_assets.resources import build_resources
 
     port = free_port()
-    overrides = {k: v.format(port=port, port_max=port + 10) for k, v in env_overrides.items()}
     worker = subprocess.Popen(
         [sys.executable, "-m", "bench.serving", "--serve-worker", str(state), "--port",
          str(port)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **overrides, "RAY_AUTH_MODE": "token"})
+        env={**os.environ, **env_overrides, "RAY_AUTH_MODE": "token"})
     try:
         line = ""
         while not line.startswith('{"url"'):  # Feast prints progress on stdout too
