@@ -188,6 +188,24 @@ def fresh_database() -> Iterator[str]:
         admin.close()
 
 
+@contextmanager
+def postgres_instance(home: Path, tenants: list[str]) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance from deploy/dagster.yaml on a fresh PostgreSQL database."""
+    import shutil
+
+    from ml_assets.settings import PROJECT_ROOT
+
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    with fresh_database() as name, pytest.MonkeyPatch.context() as env:
+        for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432",
+                           "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "",
+                           "DAGSTER_PG_DB": name}.items():
+            env.setenv(key, value)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.add_dynamic_partitions("tenant", tenants)
+            yield instance
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     with fresh_database() as name:

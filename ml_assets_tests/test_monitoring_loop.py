@@ -3,7 +3,6 @@ PostgreSQL, reference profile from the MLflow server) -> failed check -> one eve
 one retrain run requested, for that tenant only."""
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -17,10 +16,10 @@ from ml_assets.defs.training.sensors import REASON_TAG, RETRAIN_ASSETS, retrain_
 from ml_assets.events import EventType, read_events
 from ml_assets.resources import bootstrap, build_resources
 from ml_assets.resources.retrain import RetrainPolicy
-from ml_assets.settings import PROJECT_ROOT, load_settings
+from ml_assets.settings import load_settings
 from ml_assets.synthetic_log import LogSpec
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import S3_KEYS, fresh_database, log_untrained_models
+from ml_assets_tests.conftest import S3_KEYS, log_untrained_models, postgres_instance
 
 DRIFTING, STEADY = Tenant("drifting"), Tenant("steady")
 BUCKET = "ml-assets-monitoring"
@@ -30,15 +29,8 @@ BUCKET = "ml-assets-monitoring"
 def dagster_postgres(tmp_path_factory):
     """A Dagster instance from deploy/dagster.yaml, on a fresh PostgreSQL database."""
     home = tmp_path_factory.mktemp("dagster-home")
-    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    with fresh_database() as name, pytest.MonkeyPatch.context() as env:
-        for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432",
-                           "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "",
-                           "DAGSTER_PG_DB": name}.items():
-            env.setenv(key, value)
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            instance.add_dynamic_partitions("tenant", [DRIFTING.key, STEADY.key])
-            yield instance
+    with postgres_instance(home, [DRIFTING.key, STEADY.key]) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")

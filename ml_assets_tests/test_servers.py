@@ -1,7 +1,6 @@
 """The same graph against real servers: Dagster on PostgreSQL, checkpoints on S3, MLflow server
 (PostgreSQL + S3 artifacts), events on Kafka; and what happens when one of them is down."""
 
-import shutil
 
 import dagster as dg
 import pytest
@@ -11,7 +10,7 @@ from ml_assets.defs.registry import stages
 from ml_assets.events import EventType, read_events
 from ml_assets.resources import bootstrap, build_resources
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.settings import PROJECT_ROOT, load_settings
+from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
 from ml_assets_tests.conftest import (
     EPOCHS,
@@ -19,8 +18,8 @@ from ml_assets_tests.conftest import (
     S3_KEYS,
     TEST_SPEC,
     free_port,
-    fresh_database,
     materialize,
+    postgres_instance,
     s3_store,
 )
 
@@ -31,16 +30,8 @@ BUCKET = "ml-assets-servers"
 @pytest.fixture(scope="module")
 def dagster_postgres(tmp_path_factory):
     """A Dagster instance from deploy/dagster.yaml, on a fresh PostgreSQL database."""
-    home = tmp_path_factory.mktemp("dagster-home")
-    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    with fresh_database() as name, pytest.MonkeyPatch.context() as env:
-        for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432",
-                           "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "",
-                           "DAGSTER_PG_DB": name}.items():
-            env.setenv(key, value)
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            instance.add_dynamic_partitions("tenant", [UMBRELLA.key])
-            yield instance
+    with postgres_instance(tmp_path_factory.mktemp("dagster-home"), [UMBRELLA.key]) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")

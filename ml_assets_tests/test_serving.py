@@ -22,7 +22,7 @@ from ml_assets.routing import ROUTE_HEADER, VERSION_HEADER, Route, get_route, se
 from ml_assets.tenants import Tenant
 from ml_assets_tests.conftest import log_untrained_models
 
-CANARIED, PLAIN = Tenant("umbrella"), Tenant("hooli")
+CANARIED, PLAIN = Tenant("soylent"), Tenant("vandelay")
 SPEC = churn_data.ChurnDataSpec(customers=200)
 
 
@@ -128,7 +128,7 @@ def test_bad_requests_get_the_status_naming_what_was_wrong(served):
 
 
 def test_a_broken_model_fails_its_tenant_only(served, resources):
-    broken = Tenant("wayne")
+    broken = Tenant("tyrell")
     set_route(broken, Route(registry_uri=resources["mlflow"].tracking_uri, primary="999"))
     try:
         url = served[PLAIN.key]["url"].replace(f"/{PLAIN.key}/", f"/{broken.key}/")
@@ -233,13 +233,13 @@ def test_a_tenant_without_production_gets_no_batch_or_triton_export(instance, re
     from ml_assets.defs.serving.batch import batch_predictions
     from ml_assets.defs.serving.triton import triton_model_repository
 
-    instance.add_dynamic_partitions("tenant", ["stark"])
+    instance.add_dynamic_partitions("tenant", ["cyberdyne"])
     for asset in (batch_predictions, triton_model_repository):
-        result = materialize_one(asset, instance, resources, Tenant("stark"))
+        result = materialize_one(asset, instance, resources, Tenant("cyberdyne"))
         assert not result.success
         failure = result.get_step_failure_events()[0].step_failure_data.error
         assert "no Production model version" in str(failure.cause or failure)
-    assert resources["object_store"].list(Tenant("stark")) == []
+    assert resources["object_store"].list(Tenant("cyberdyne")) == []
 
 
 def test_triton_repository_onnx_matches_torch(served, instance, resources):
