@@ -83,6 +83,8 @@ class ExperimentRequest(ExperimentConfig):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True,
                               json_schema_extra=_declare_layer_check)
+    # chaos testing makes a worker raise: for the test suite, never for a client of the API
+    fault_injection_epoch: None = Field(None, description="not settable through the API")
 
     @model_validator(mode="before")
     @classmethod
