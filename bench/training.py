@@ -48,7 +48,8 @@ def plain_loop(data: pd.DataFrame, epochs: int, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
-def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workdir: Path) -> float:
+def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workdir: Path,
+             workers: int) -> float:
     import pyarrow.fs
     from mlflow import MlflowClient
 
@@ -64,7 +65,8 @@ def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workdir: Path) ->
         {"seed": 0, "hidden_sizes": [64, 32], "dropout": 0.1, "learning_rate": 1e-2,
          "weight_decay": 0.0, "epochs": epochs, "batch_size": batch_size,
          "tracking_uri": client.tracking_uri, "run_id": run_id},
-        num_workers=2, use_gpu=False, cpus_per_worker=1.0,
+        # the machine's 2 cores split among the workers: DDP ranks or one rank on both
+        num_workers=workers, use_gpu=False, cpus_per_worker=2.0 / workers,
         storage_path=str(workdir / "checkpoints"),
         storage_filesystem=pyarrow.fs.LocalFileSystem(), run_name=f"bench-{run_id[:8]}")
     return time.perf_counter() - started
@@ -75,32 +77,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
     import ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows_out = []
     with tempfile.TemporaryDirectory() as workdir:
-        fixed = ray_path(frame(3000), args.epochs, args.batch_size, Path(workdir))
+        fixed = ray_path(frame(3000), args.epochs, args.batch_size, Path(workdir), 1)
         for n in args.rows:
             data = frame(n)
             plain = plain_loop(data, args.epochs, args.batch_size)
-            ray_total = ray_path(data, args.epochs, args.batch_size, Path(workdir))
-            trained = n - 2000
-            net = ray_total - fixed  # None: the run is within the fixed cost's own noise
-            net = net if net > 0.1 * fixed else None
-            rows_out.append({
-                "rows": n, "plain_s": plain, "plain_rows_per_s": trained * args.epochs / plain,
-                "ray_s": ray_total,
-                "ray_rows_per_s_net": trained * args.epochs / net if net else None,
-                "ratio_total": ray_total / plain,
-                "ratio_net_of_fixed": net / plain if net else None,
-            })
+            for workers in args.workers:
+                ray_total = ray_path(data, args.epochs, args.batch_size, Path(workdir), workers)
+                trained = n - 2000
+                net = ray_total - fixed  # None: the run is within the fixed cost's own noise
+                net = net if net > 0.1 * fixed else None
+                rows_out.append({
+                    "rows": n, "ray_workers": workers, "plain_s": plain,
+                    "plain_rows_per_s": trained * args.epochs / plain, "ray_s": ray_total,
+                    "ray_rows_per_s_net": trained * args.epochs / net if net else None,
+                    "ratio_total": ray_total / plain,
+                    "ratio_net_of_fixed": net / plain if net else None,
+                })
     ray.shutdown()
-    report("training", ["rows", "plain_s", "plain_rows_per_s", "ray_s", "ray_rows_per_s_net",
-                        "ratio_total", "ratio_net_of_fixed"], rows_out,
+    report("training", ["rows", "ray_workers", "plain_s", "plain_rows_per_s", "ray_s",
+                        "ray_rows_per_s_net", "ratio_total", "ratio_net_of_fixed"], rows_out,
            {"ray_fixed_cost_s (fit on 3,000 rows)": round(fixed, 1), "epochs": args.epochs,
-            "batch_size": args.batch_size, "ray_workers": 2, "hidden_sizes": [64, 32]})
+            "batch_size": args.batch_size, "cpus": "2 per Ray path, split among its workers",
+            "hidden_sizes": [64, 32]})
 
 
 if __name__ == "__main__":
