@@ -145,3 +145,26 @@ def test_prediction_histogram_shows_where_the_mass_moved(drift_profile):
     assert len(steady) == len(shifted) >= 5
     assert max(steady) < 0.2  # about a tenth in each reference decile
     assert shifted[-1] > 0.5  # shifted up: most predictions above the reference's top decile
+
+
+def test_trial_progress_logs_each_trial_when_it_completes(ray_cluster, tmp_path):
+    from ray import tune
+
+    from ml_assets.defs.training.progress import trial_progress
+
+    def trainable(config):
+        for _ in range(config["epochs"]):
+            tune.report({"val_roc_auc": 0.5 + config["epochs"] / 10, "val_loss": 0.3})
+
+    logged: list[str] = []
+    tune.Tuner(
+        trainable,
+        param_space={"epochs": tune.grid_search([1, 3])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="progress",
+                                  callbacks=[trial_progress(logged.append)]),
+    ).fit()
+    assert len(logged) == 2, logged
+    assert sorted(re.search(r"done after (\d+) epochs: val_roc_auc=(\S+)", line).groups()
+                  for line in logged) == [("1", "0.6000"), ("3", "0.8000")]
+    assert all("config={'epochs'" in line for line in logged)

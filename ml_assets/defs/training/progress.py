@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -39,3 +40,19 @@ def streamed_lines(poll: Callable[[], list[str]], log: Callable[[str], None],
         stop.set()
         thread.join()
         flush()
+
+
+def trial_progress(log: Callable[[str], None]) -> Any:
+    """A Ray Tune callback (Tune calls it in the driver, this process) that logs each trial as
+    it completes: its epochs (fewer when ASHA stopped it), last validation metrics, config."""
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+            result = trial.last_result or {}
+            config = {k: list(v) if isinstance(v, tuple) else v for k, v in trial.config.items()}
+            log(f"trial {trial.trial_id} done after {result.get('training_iteration', 0)} "
+                f"epochs: val_roc_auc={result.get('val_roc_auc', float('nan')):.4f} "
+                f"val_loss={result.get('val_loss', float('nan')):.4f} config={config}")
+
+    return TrialProgress()

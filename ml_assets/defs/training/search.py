@@ -59,8 +59,9 @@ def trial(config: dict[str, Any], data: dict[str, np.ndarray], fixed: dict[str, 
 
 
 def search(data: Preprocessed, space: dict[str, Any], fixed: dict[str, Any], *,
-           num_samples: int, storage_path: str, storage_filesystem: Any, name: str) -> Any:
-    """Run the search; returns Tune's ResultGrid."""
+           num_samples: int, storage_path: str, storage_filesystem: Any, name: str,
+           callbacks: list[Any] | None = None) -> Any:
+    """Run the search; returns Tune's ResultGrid. `callbacks` (Tune's) run in this process."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -84,6 +85,6 @@ def search(data: Preprocessed, space: dict[str, Any], fixed: dict[str, Any], *,
                                     reduction_factor=2),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path,
-                                  storage_filesystem=storage_filesystem),
+                                  storage_filesystem=storage_filesystem, callbacks=callbacks),
     )
     return tuner.fit()

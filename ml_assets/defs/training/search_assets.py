@@ -69,6 +69,7 @@ def hyperparameter_search(
     if not config.enabled:
         return dg.Output({"enabled": False, "best_config": {}}, metadata={"enabled": False})
     from ml_assets.defs.training import ray_training, search
+    from ml_assets.defs.training.progress import trial_progress
 
     tenant = Tenant.from_context(context)
     object_store.check()
@@ -86,6 +87,7 @@ def hyperparameter_search(
         storage_path=object_store.path(tenant, "tuning"),
         storage_filesystem=object_store.filesystem(),
         name=name,
+        callbacks=[trial_progress(context.log.info)],  # each trial in the run log as it ends
     )
     best = results.get_best_result()
     best_config = {**best.config, "hidden_sizes": list(best.config["hidden_sizes"])}
@@ -93,8 +95,6 @@ def hyperparameter_search(
                "val_roc_auc": float(r.metrics["val_roc_auc"]),
                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.config.items()}}
               for r in results]
-    for row in trials:
-        context.log.info(f"trial: {row}")
     client = mlflow.client()
     client.log_dict(parent, {"best_config": best_config, "trials": trials}, "search.json")
     client.set_terminated(parent)
