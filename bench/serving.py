@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.common import report
 from ml_assets import churn_data
+from ml_assets.resources.ray import SERVE_LATENCY_ENV
 from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
 from ml_assets_tests.servers import free_port, wait_for_http
@@ -26,17 +27,16 @@ from ml_assets_tests.servers import free_port, wait_for_http
 TENANT = Tenant("bench")
 SLA_MS = 50.0
 # Serve 2.60 knobs (ray/serve/_private/constants.py), read when the cluster starts. "tuned" is
-# RAY_SERVE_THROUGHPUT_OPTIMIZED without its experimental direct ingress and gRPC proxy: user
-# code and router on the replica's main loop (no cross-thread hop per request), request-path
-# logs buffered, no log copy to stderr.
+# what the project sets (SERVE_LATENCY_ENV): RAY_SERVE_THROUGHPUT_OPTIMIZED without its
+# experimental direct ingress and gRPC proxy hop. "defaults" spells out Ray's own values.
 SERVE_CONFIGS = {
-    "ray serve (defaults)": {},
-    "ray serve (tuned)": {
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
-        "RAY_SERVE_LOG_TO_STDERR": "0",
+    "ray serve (defaults)": {
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+        "RAY_SERVE_LOG_TO_STDERR": "1",
     },
+    "ray serve (tuned)": SERVE_LATENCY_ENV,
     # the same plus the gRPC hop from proxy to replica that THROUGHPUT_OPTIMIZED also turns on
     "ray serve (tuned + grpc hop)": {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
