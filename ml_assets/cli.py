@@ -163,6 +163,7 @@ def history(settings: Settings, tenant: Tenant, at: str | None) -> str:
 def summary(settings: Settings, tenant: Tenant) -> str:
     """What the graph made for the tenant: version, stage, metrics, endpoint and a curl."""
     import mlflow
+    import pandas as pd
     from mlflow import MlflowClient
 
     from ml_assets.defs.registry import stages
@@ -182,6 +183,9 @@ def summary(settings: Settings, tenant: Tenant) -> str:
     url = resources["serve_endpoint"].url(tenant)
     row = input_example(f"models:/{latest.name}/{latest.version}")[0]
     body = json.dumps({"rows": [row]})
+    entity = churn_data.ENTITY
+    customers = pd.read_parquet(resources["feast"].activity_path(tenant), columns=[entity])
+    by_id = json.dumps({"customer_ids": sorted(int(c) for c in customers[entity].unique()[:2])})
     return "\n".join([
         f"tenant:           {tenant.key}",
         f"registered model: {latest.name} version {latest.version} "
@@ -191,6 +195,8 @@ def summary(settings: Settings, tenant: Tenant) -> str:
         f"endpoint:         POST {url}",
         "try it:",
         f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{body}'",
+        "  # or by customer id, features from the online store:",
+        f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{by_id}'",
     ])
 
 
