@@ -48,11 +48,21 @@ def trial_progress(log: Callable[[str], None]) -> Any:
     from ray import tune
 
     class TrialProgress(tune.Callback):
+        def __init__(self, log: Callable[[str], None]) -> None:
+            self.log: Callable[[str], None] | None = log  # an argument: not in a closure
+
+        def __getstate__(self) -> dict:
+            # Tune pickles callbacks into its experiment state; a run's logger does not pickle
+            # (and means nothing in a restored search), so the copy logs nothing
+            return {**self.__dict__, "log": None}
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+            if self.log is None:
+                return
             result = trial.last_result or {}
             config = {k: list(v) if isinstance(v, tuple) else v for k, v in trial.config.items()}
-            log(f"trial {trial.trial_id} done after {result.get('training_iteration', 0)} "
+            self.log(f"trial {trial.trial_id} done after {result.get('training_iteration', 0)} "
                 f"epochs: val_roc_auc={result.get('val_roc_auc', float('nan')):.4f} "
                 f"val_loss={result.get('val_loss', float('nan')):.4f} config={config}")
 
-    return TrialProgress()
+    return TrialProgress(log)
