@@ -74,10 +74,8 @@ def ray_up(settings: Settings) -> str:
 
 
 def _ray_env() -> dict[str, str]:
-    from ml_assets.resources.ray import SERVE_LATENCY_ENV
-
     # Token auth on: the head writes ~/.ray/auth_token, and clients must say they use it.
-    return {**SERVE_LATENCY_ENV, **os.environ, "RAY_AUTH_MODE": "token"}
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 def ray_down(settings: Settings) -> None:

@@ -96,6 +96,14 @@ class ChurnService:
                 raise
         return written
 
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica gracefully: write what is still buffered
+        for tenant, records in getattr(self, "log_buffer", {}).items():
+            try:
+                prediction_log.write(self.object_store, Tenant(tenant), records)
+            except Exception:  # noqa: BLE001 - shutting down: say it, nothing else to do
+                logger.exception("prediction log rows of %s lost at shutdown", tenant)
+
     @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> torch.nn.Module:
         """The model of "tenant/version", loaded once per replica (LRU beyond the cap)."""
