@@ -170,6 +170,20 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[s
     return uris
 
 
+def two_versions(mlflow, events, tenant) -> tuple[str, str]:
+    """Two real (untrained) registered versions of the tenant: v1 Production, v2 Staging."""
+    from ml_assets.defs.registry import stages
+    from ml_assets.defs.registry.assets import register_version
+
+    uris = log_untrained_models(mlflow, [tenant.key], count=2)[tenant.key]
+    v1, v2 = (str(register_version(mlflow, tenant, uri, {"run_id": ""}).version) for uri in uris)
+    client = mlflow.client()
+    for version in (v1, v2):
+        stages.transition(client, events, tenant, version, stages.STAGING, "test", "pytest")
+    stages.transition(client, events, tenant, v1, stages.PRODUCTION, "test", "pytest")
+    return v1, v2
+
+
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new database on the machine's PostgreSQL (its name), dropped afterwards."""

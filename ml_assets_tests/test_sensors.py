@@ -11,7 +11,6 @@ from mlflow import MlflowClient
 from ml_assets import churn_data
 from ml_assets.defs.monitoring.assets import MONITORED_ASSET
 from ml_assets.defs.registry import stages
-from ml_assets.defs.registry.assets import register_version
 from ml_assets.defs.registry.ledger import production_history
 from ml_assets.defs.registry.sensors import OBSERVER, mlflow_stage_change_sensor
 from ml_assets.defs.serving.assets import deployed_endpoint, post_json
@@ -23,7 +22,7 @@ from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.serve_app import VERSION_HEADER
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import log_untrained_models
+from ml_assets_tests.conftest import two_versions
 
 INITECH = Tenant("initech")
 
@@ -42,12 +41,8 @@ def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resour
     mlflow = MlflowRegistry(tracking_uri=mlflow_server)
     events = LifecycleEvents(outbox_path=str(tmp_path / "outbox.db"))
     churn_data.write(INITECH.key, churn_data.ChurnDataSpec(customers=50), settings.raw_data_dir)
-    uris = log_untrained_models(mlflow, [INITECH.key], count=2)[INITECH.key]
-    v1, v2 = (str(register_version(mlflow, INITECH, uri, {"run_id": ""}).version) for uri in uris)
+    v1, v2 = two_versions(mlflow, events, INITECH)
     client = mlflow.client()
-    for version in (v1, v2):
-        stages.transition(client, events, INITECH, version, stages.STAGING, "test", "pytest")
-    stages.transition(client, events, INITECH, v1, stages.PRODUCTION, "first", "pytest")
     server_resources = {**resources, "mlflow": mlflow, "events": events}
 
     with dg.instance_for_test() as instance:

@@ -14,13 +14,12 @@ import pytest
 
 from ml_assets import churn_data, prediction_log
 from ml_assets.defs.registry import stages
-from ml_assets.defs.registry.assets import register_version
 from ml_assets.defs.serving.assets import deployed_endpoint, post_json
 from ml_assets.events import EventType, Outbox
 from ml_assets.prediction_log import CANARY_ROUTE, PRODUCTION_ROUTE
 from ml_assets.routing import ROUTE_HEADER, VERSION_HEADER, Route, get_route, set_route
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import log_untrained_models
+from ml_assets_tests.conftest import two_versions
 
 CANARIED, PLAIN = Tenant("soylent"), Tenant("vandelay")
 SPEC = churn_data.ChurnDataSpec(customers=200)
@@ -33,18 +32,6 @@ def deploy(instance, resources, tenant: Tenant, **config) -> dg.ExecuteInProcess
                           raise_on_error=False)
 
 
-def two_versions(resources, tenant: Tenant) -> tuple[str, str]:
-    """v1 in Production, v2 in Staging: two real models with different weights."""
-    mlflow, events = resources["mlflow"], resources["events"]
-    uris = log_untrained_models(mlflow, [tenant.key], count=2)[tenant.key]
-    v1, v2 = (str(register_version(mlflow, tenant, uri, {"run_id": ""}).version) for uri in uris)
-    client = mlflow.client()
-    for version in (v1, v2):
-        stages.transition(client, events, tenant, version, stages.STAGING, "test", "pytest")
-    stages.transition(client, events, tenant, v1, stages.PRODUCTION, "test", "pytest")
-    return v1, v2
-
-
 @pytest.fixture(scope="module")
 def served(instance, resources, settings, ray_cluster) -> dict[str, dict]:
     """umbrella with a 10 % canary on its Staging version, hooli without one."""
@@ -52,7 +39,7 @@ def served(instance, resources, settings, ray_cluster) -> dict[str, dict]:
     for tenant, weight in ((CANARIED, 10), (PLAIN, 0)):
         churn_data.write(tenant.key, SPEC, settings.raw_data_dir)
         instance.add_dynamic_partitions("tenant", [tenant.key])
-        v1, v2 = two_versions(resources, tenant)
+        v1, v2 = two_versions(resources["mlflow"], resources["events"], tenant)
         result = deploy(instance, resources, tenant, canary_weight=weight)
         assert result.success
         made[tenant.key] = {**result.output_for_node("deployed_endpoint"), "v1": v1, "v2": v2}
