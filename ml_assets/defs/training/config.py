@@ -17,9 +17,11 @@ class ExperimentConfig(dg.Config):
                                     description="width of each hidden layer")
     dropout: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
-    num_workers: int = Field(2, ge=1, le=256, description="Ray Train workers (DDP ranks)")
+    # one rank on both cores beats two DDP ranks on a 2-core machine (bench/training.py);
+    # on a cluster, raise num_workers
+    num_workers: int = Field(1, ge=1, le=256, description="Ray Train workers (DDP ranks)")
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0, description="Ray resources of each worker")
+    cpus_per_worker: float = Field(2.0, gt=0, description="Ray resources (CPUs) of each worker")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last "
                               "checkpoint before the run fails")
     fault_injection_epoch: int | None = Field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ import pandas as pd
 from ml_assets.churn_data import FEATURES, LABEL
 
 STATE_FILE = "state.pt"
+CHUNK_ROWS = 65_536  # rows per Ray Data batch in the training loop
+HEALTH_CHECK_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -25,9 +29,10 @@ class Preprocessed:
 
 
 def preprocess(features: pd.DataFrame) -> Preprocessed:
-    """Fit imputer + scaler on the training split only and transform every split in Ray Data."""
+    """Fit imputer + scaler on the training split only (Ray Data preprocessors) and transform
+    every split with one numpy `map_batches` using those statistics."""
     import ray.data
-    from ray.data.preprocessors import Chain, Concatenator, SimpleImputer, StandardScaler
+    from ray.data.preprocessors import Chain, SimpleImputer, StandardScaler
 
     columns = [*FEATURES, LABEL]
 
@@ -36,16 +41,42 @@ def preprocess(features: pd.DataFrame) -> Preprocessed:
         return ray.data.from_pandas(frame.reset_index(drop=True))
 
     imputer, scaler = SimpleImputer(FEATURES, strategy="mean"), StandardScaler(FEATURES)
-    chain = Chain(imputer, scaler,
-                  Concatenator(FEATURES, output_column_name="features", dtype=np.float32))
-    chain.fit(split("train"))
-    return Preprocessed(
-        train=chain.transform(split("train")),
-        validation=chain.transform(split("validation")),
-        impute=np.array([imputer.stats_[f"mean({c})"] for c in FEATURES], dtype=np.float32),
-        mean=np.array([scaler.stats_[f"mean({c})"] for c in FEATURES], dtype=np.float32),
-        std=np.array([scaler.stats_[f"std({c})"] for c in FEATURES], dtype=np.float32),
-    )
+    Chain(imputer, scaler).fit(split("train"))
+    impute = np.array([imputer.stats_[f"mean({c})"] for c in FEATURES], dtype=np.float32)
+    mean = np.array([scaler.stats_[f"mean({c})"] for c in FEATURES], dtype=np.float32)
+    std = np.array([scaler.stats_[f"std({c})"] for c in FEATURES], dtype=np.float32)
+    scale = np.where(std > 0, std, 1).astype(np.float32)  # as ChurnModel does when serving
+
+    # one vectorized step instead of Chain.transform (pandas per column, then Concatenator):
+    # 0.4 s instead of 4-6 s for 1M rows here, same values within 1e-6
+    def transform(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.stack([batch[c] for c in FEATURES], axis=1)
+        x = np.where(np.isnan(x), impute, x)
+        return {"features": (x - mean) / scale, LABEL: batch[LABEL]}
+
+    def transformed(name: str) -> ray.data.Dataset:
+        # materialized before the trainer starts: its workers may hold every CPU of the
+        # cluster, and a lazy map would then wait for a CPU forever; the rows come from a
+        # frame in memory here, so streaming them would save no memory
+        return split(name).map_batches(transform, batch_format="numpy",
+                                       batch_size=None).materialize()
+
+    return Preprocessed(train=transformed("train"), validation=transformed("validation"),
+                        impute=impute, mean=mean, std=std)
+
+
+def minibatches(shard: Any, batch_size: int, chunk_rows: int) -> Any:
+    """The shard's (features, label) minibatches in order. Ray Data hands over chunks of many
+    minibatches (its per-batch cost is paid per chunk, not per step); a chunk is a multiple of
+    batch_size, so the steps are the same as iterating at batch_size."""
+    import torch
+
+    chunk = max(batch_size, chunk_rows - chunk_rows % batch_size)
+    # on the Train worker's device ("auto"): the GPU under use_gpu
+    for batch in shard.iter_torch_batches(batch_size=chunk, dtypes=torch.float32):
+        x, y = batch["features"], batch[LABEL]
+        for start in range(0, len(y), batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -91,13 +122,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, config["epochs"]):
         fault = config.get("fault_injection_epoch")
         if fault == epoch and start_epoch == 0 and rank == context.get_world_size() - 1:
+            # a crash inside the epoch: the controller registers a checkpoint when it polls,
+            # and a crash right after the report races that poll (Ray Train v2)
+            time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             raise RuntimeError(f"injected worker failure at epoch {epoch} (rank {rank})")
         model.train()
         total, rows = 0.0, 0
-        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"],
-                                                    dtypes=torch.float32):
+        for x, y in minibatches(train_shard, config["batch_size"],
+                                CHUNK_ROWS):
             optimizer.zero_grad()
-            x, y = batch["features"].to(device), batch[LABEL].to(device)
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
@@ -156,6 +189,11 @@ def fit(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    # Ray Train's controller polls the workers every HEALTH_CHECK_INTERVAL_S (2 s) and a
+    # worker's report() waits in a queue of one until a poll takes the previous report: with
+    # epochs shorter than that, training waits on the poll (8 small epochs: fit 35 s -> 19 s).
+    # The driver's value reaches the controller (ray.train.v2 ENV_VARS_TO_PROPAGATE).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
     # Ray Train V2 deprecates resume_from_checkpoint: the loop loads it itself (ray#49454)
     loop_config = {**loop_config, "resume_from": resume_from,
                    "resume_filesystem": storage_filesystem}
