@@ -449,13 +449,18 @@ def test_step_pod_command_joins_then_runs_the_step(tmp_path):
     assert failed.returncode == 1 and failed.stdout == ""  # the step never runs
 
 
-def test_code_location_by_default_keeps_dagsters_executor(monkeypatch, tmp_path):
+def test_code_location_by_default_forks_steps_from_a_preloaded_server(monkeypatch, tmp_path):
     from ml_assets.definitions import defs
+    from ml_assets.executor import PRELOAD_MODULES
 
     monkeypatch.setenv("ML_ASSETS_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("ML_ASSETS_EXECUTOR", raising=False)
     job = defs().resolve_job_def("churn_model_job")
-    assert job.executor_def.name == "multi_or_in_process_executor"
+    assert job.executor_def.name == "multiprocess"
+    default = dg.validate_run_config(job, {})["execution"]["multiprocess"]
+    assert default["start_method"] == {"forkserver": {"preload_modules": PRELOAD_MODULES}}
+    spawn = dg.validate_run_config(job, {"execution": {"config": {"start_method": "spawn"}}})
+    assert spawn["execution"]["multiprocess"]["start_method"] == {"spawn": {}}
 
 
 @pytest.fixture
