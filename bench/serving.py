@@ -3,7 +3,7 @@
 serving the same model with the same request checks. Each server runs in its own process,
 so does the load generator; Serve settings are compared on a fresh Ray each.
 
-    python -m bench.serving [--duration 20] [--concurrency 1 16 64]
+    python -m bench.serving [--duration 20] [--concurrency 1 16 64] [--configs NAME ...]
 """
 
 import argparse
@@ -25,31 +25,36 @@ from ml_assets_tests.servers import free_port, wait_for_http
 
 TENANT = Tenant("bench")
 SLA_MS = 50.0
-# Serve 2.60 knobs (ray/serve/_private/constants.py), read when the cluster starts. "tuned" is
-# RAY_SERVE_THROUGHPUT_OPTIMIZED without its experimental direct ingress and gRPC proxy hop:
-# user code and router on the replica's main loop, request-path logs buffered, no stderr copy.
-# On a quiet machine neither beat Ray's defaults (spelled out, so nothing inherited changes it).
-SERVE_CONFIGS = {
-    "ray serve (defaults)": {
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
-        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
-        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
-        "RAY_SERVE_LOG_TO_STDERR": "1",
-    },
-    "ray serve (tuned)": {
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
-        "RAY_SERVE_LOG_TO_STDERR": "0",
-    },
-    # the same plus the gRPC hop from proxy to replica that THROUGHPUT_OPTIMIZED also turns on
-    "ray serve (tuned + grpc hop)": {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        # its direct ingress (replicas serving HTTP on ports from a per-node range, for an
-        # external load balancer) left no fixed endpoint URL here and hung the deploy
-        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
-    },
+# Serve 2.60 knobs (ray/serve/_private/constants.py), read when its processes start: RAY_SERVE_*
+# go into the cluster's environment, ML_ASSETS_* into the project's settings. Loop and log knobs
+# are spelled out at Ray's defaults so nothing inherited changes them.
+RAY_DEFAULTS = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_SERVE_LOG_TO_STDERR": "1",
 }
+# "tuned" is RAY_SERVE_THROUGHPUT_OPTIMIZED's loop and log part: user code and router on the
+# replica's main loop, request-path logs buffered, no stderr copy
+TUNED = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
+NO_DIRECT = {"ML_ASSETS_SERVE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+SERVE_CONFIGS = {
+    # every request through Serve's HTTP proxy, which forwards it to the replica
+    "ray serve (proxy, ray defaults)": {**RAY_DEFAULTS, **NO_DIRECT},
+    # the project's defaults (ServeEndpoint.controller_env): the replica answers HTTP on its own
+    # port, the URL deployed_endpoint returns, user code on the replica's main loop
+    "ray serve (project: direct ingress + main loop)": {},
+    # no gain over the proxy row on a quiet machine (README): selectable, not run by default
+    "ray serve (proxy, tuned)": {**TUNED, **NO_DIRECT},
+    "ray serve (proxy, tuned + grpc hop)": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **NO_DIRECT},
+}
+DEFAULT_CONFIGS = ["ray serve (proxy, ray defaults)",
+                   "ray serve (project: direct ingress + main loop)"]
 
 
 def forward_ms(model) -> float:
@@ -100,15 +105,16 @@ def prepare(state: Path) -> tuple[str, float]:
     return registry.tracking_uri, forward_ms(model.eval())
 
 
-def serve_worker(state: str, port: int) -> None:
-    """Deploy through the asset, print the URL, keep Ray (and Serve) up until stdin closes."""
+def serve_worker(state: str, port: int, settings_overrides: dict[str, str]) -> None:
+    """Deploy through the asset, print its output (URLs), keep Ray (and Serve) up until stdin
+    closes."""
     import dagster as dg
 
     from ml_assets.defs.serving.assets import deployed_endpoint
     from ml_assets.resources import build_resources
 
     settings = load_settings({"ML_ASSETS_STATE_DIR": state, "ML_ASSETS_SERVE_PORT": str(port),
-                              "ML_ASSETS_RAY_NUM_CPUS": "2"})
+                              "ML_ASSETS_RAY_NUM_CPUS": "2", **settings_overrides})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", [TENANT.key])
         result = dg.materialize([deployed_endpoint], partition_key=TENANT.key, instance=instance,
@@ -140,26 +146,31 @@ def floor(state: Path, tracking_uri: str, args) -> list[dict]:
         server.wait(timeout=30)
 
 
-def ray_serve(name: str, env_overrides: dict, state: Path, args) -> tuple[list[dict], float]:
+def ray_serve(name: str, overrides: dict, state: Path, args) -> tuple[list[dict], float]:
     """Load results of one Serve configuration and the in-replica p50 from the prediction log."""
     from ml_assets import prediction_log
     from ml_assets.resources import build_resources
 
     port = free_port()
+    ray_env = {k: v for k, v in overrides.items() if not k.startswith("ML_ASSETS_")}
+    settings = {k: v for k, v in overrides.items() if k.startswith("ML_ASSETS_")}
     worker = subprocess.Popen(
         [sys.executable, "-m", "bench.serving", "--serve-worker", str(state), "--port",
-         str(port)],
+         str(port), "--settings", json.dumps(settings)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **env_overrides, "RAY_AUTH_MODE": "token"})
+        env={**os.environ, **ray_env, "RAY_AUTH_MODE": "token"})
     try:
         line = ""
         while not line.startswith('{"url"'):  # Feast prints progress on stdout too
             line = worker.stdout.readline()
             if not line:
                 raise RuntimeError(f"{name}: the Serve worker exited before deploying")
-        deployed = json.loads(line)
+        url = json.loads(line)["url"]
+        expect_direct = overrides.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1"
+        if expect_direct == url.startswith(f"http://127.0.0.1:{port}/"):
+            raise RuntimeError(f"{name}: deployed at {url}, the proxy port is {port}")
         started = time.time()
-        rows = [{"server": name, **run_load(deployed["url"], c, args.duration)}
+        rows = [{"server": name, **run_load(url, c, args.duration)}
                 for c in args.concurrency]
         time.sleep(3)  # the replica flushes its prediction log every 2 s
     finally:
@@ -177,13 +188,16 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--configs", nargs="+", default=list(SERVE_CONFIGS),
-                        help="Serve configurations to run (default: all)")
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
+                        choices=list(SERVE_CONFIGS), metavar="CONFIG",
+                        help=f"Serve configurations to run, of {list(SERVE_CONFIGS)} "
+                             f"(default: {DEFAULT_CONFIGS})")
     parser.add_argument("--serve-worker", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_worker:
-        serve_worker(args.serve_worker, args.port)
+        serve_worker(args.serve_worker, args.port, json.loads(args.settings))
         return
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)

@@ -396,6 +396,7 @@ def test_settings_configmap_is_configuration_the_code_reads(tmp_path):
     assert (settings.s3_endpoint, settings.s3_bucket) == ("http://minio:9000", "ml-assets")
     assert (settings.serve_host, settings.serve_port) == ("ml-serve-serve-svc", 8000)
     assert settings.serve_ray_address == "ml-serve-head-svc:6379"
+    assert not settings.serve_direct_ingress  # KubeRay's Serve: through the serve Service
 
 
 def test_an_unknown_executor_setting_is_named():

@@ -76,6 +76,23 @@ def test_two_tenants_answer_with_their_own_models(served, resources):
     assert served[CANARIED.key]["canary"] == served[CANARIED.key]["v2"]
 
 
+def test_the_replica_answers_on_its_own_port_and_the_proxy_forwards_to_it(served, settings):
+    """Direct ingress: the deployed URL skips Serve's proxy hop; the proxy URL still answers."""
+    endpoint = served[PLAIN.key]
+    proxy_port = int(endpoint["proxy_url"].split(":")[2].split("/")[0])
+    direct_port = int(endpoint["url"].split(":")[2].split("/")[0])
+    assert proxy_port == settings.serve_port
+    low, high = settings.serve_direct_ports
+    assert direct_port != proxy_port and low <= direct_port <= high
+    body = {"rows": [row(3), row(4)], "key": "both-ways"}
+    direct, proxied = post_json(endpoint["url"], body), post_json(endpoint["proxy_url"], body)
+    assert direct[0] == proxied[0] == 200
+    assert direct[1][VERSION_HEADER] == proxied[1][VERSION_HEADER]
+    assert direct[2] == proxied[2]
+    status, _, answer = post_json(endpoint["url"].replace(f"/{PLAIN.key}/", "/nobody/"), body)
+    assert status == 404 and "unknown tenant" in answer["error"]
+
+
 def test_canary_split_is_within_five_points_and_sticky(served):
     url, canary = served[CANARIED.key]["url"], served[CANARIED.key]["v2"]
 

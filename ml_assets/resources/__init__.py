@@ -45,7 +45,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                   kafka_bootstrap=settings.kafka_bootstrap),
         "retrain_policy": RetrainPolicy(),
         "monitoring_policy": MonitoringPolicy(),
-        "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port),
+        "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port,
+                                        direct_ingress=settings.serve_direct_ingress,
+                                        direct_port_min=settings.serve_direct_ports[0],
+                                        direct_port_max=settings.serve_direct_ports[1]),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }
 

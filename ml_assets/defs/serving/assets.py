@@ -103,13 +103,40 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     from ml_assets.predict_request import ROUTE_PREFIX
     from ml_assets.serve_app import APP_NAME, ChurnService
 
-    serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port})
+    env = serve_endpoint.controller_env()  # applies when this call starts the controller
+    serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port},
+                controller_options={"runtime_env": {"env_vars": env}} if env else None)
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status != "RUNNING":
         # plain config: resources carry runtime state (locks) that does not pickle
         serve.run(ChurnService.bind(feast.model_dump(), object_store.model_dump()),
                   name=APP_NAME,
                   route_prefix=ROUTE_PREFIX)
+
+
+def direct_ingress_port(app_name: str, timeout_s: float = 10) -> int | None:
+    """The port the app's replica serves HTTP on itself (Serve's direct ingress), or None when
+    the Serve controller runs without direct ingress (one started elsewhere, e.g. KubeRay's)."""
+    import ray
+    from ray.serve._private.common import REPLICA_ID_FULL_ID_STR_PREFIX
+    from ray.serve.context import _get_global_client
+
+    # Serve 2.60 has no public call for it: the controller's target groups are what its own
+    # HAProxy mode routes by. Without direct ingress they hold only the proxies (no app name).
+    controller = _get_global_client()._controller
+    deadline = time.monotonic() + timeout_s
+    while True:
+        groups = [g for g in ray.get(controller.get_target_groups.remote(app_name))
+                  if g.app_name == app_name and g.protocol == "HTTP"]
+        if not groups:
+            return None
+        ports = [t.port for g in groups for t in g.targets
+                 if t.name.startswith(REPLICA_ID_FULL_ID_STR_PREFIX)]
+        if ports:
+            return ports[0]  # one replica: the app's deployment does not scale out
+        if time.monotonic() > deadline:  # a replica still starting: the proxy answers
+            return None
+        time.sleep(0.2)
 
 
 @dg.asset(
@@ -130,7 +157,8 @@ def deployed_endpoint(
 ) -> dg.Output[dict]:
     """The tenant's route on the shared Ray Serve app (POST /v1/{tenant}/predict): its
     Production version (else Staging), optionally a Staging canary on a share of request keys,
-    its latest features in the online store; smoke-tested over HTTP (p50/p95 in metadata)."""
+    its latest features in the online store; smoke-tested over HTTP (p50/p95 in metadata).
+    `url` is the replica's own port under direct ingress, `proxy_url` Serve's proxy."""
     tenant = Tenant.from_context(context)
     client = mlflow.client()
     version = version_to_deploy(client, tenant, config.version)
@@ -157,7 +185,11 @@ def deployed_endpoint(
                   canary=canary_version(client, tenant, primary, weight), canary_weight=weight)
     set_route(tenant, route)
 
-    url = serve_endpoint.url(tenant)
+    from ml_assets.serve_app import APP_NAME  # imported by ensure_app already
+
+    port = direct_ingress_port(APP_NAME) if serve_endpoint.direct_ingress else None
+    url, proxy_url = serve_endpoint.url(tenant, port), serve_endpoint.url(tenant)
+    context.log.info(f"tenant {tenant.key}: {url}" + (f" (proxy: {proxy_url})" if port else ""))
     wait_until_routed(url, route, rows[0])
     latencies = []
     for i in range(config.smoke_requests):
@@ -173,10 +205,12 @@ def deployed_endpoint(
     events.emit(EventType.MODEL_DEPLOYED, tenant, model=version.name, version=primary,
                 stage=stage, url=url, canary=route.canary, canary_weight=route.canary_weight)
     return dg.Output(
-        {"url": url, "version": primary, "stage": stage, "canary": route.canary,
+        {"url": url, "proxy_url": proxy_url, "version": primary, "stage": stage,
+         "canary": route.canary,
          "canary_weight": route.canary_weight, "sample_row": rows[0]},
         metadata={
             "url": dg.MetadataValue.url(url),
+            "ingress": f"direct (replica port {port})" if port else "proxy",
             "version": primary,
             "stage": stage,
             "canary_version": route.canary or "",
