@@ -132,15 +132,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             raise RuntimeError(f"injected worker failure at epoch {epoch} (rank {rank})")
         model.train()
-        total, rows = 0.0, 0
-        for x, y in minibatches(train_shard, config["batch_size"],
-                                CHUNK_ROWS):
+        total, rows, started = 0.0, 0, time.perf_counter()
+        for x, y in minibatches(train_shard, config["batch_size"], CHUNK_ROWS):
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(y)
             rows += len(y)
+        train_seconds = time.perf_counter() - started  # the pass over the shard
         model.eval()
         labels, probs = [], []
         with torch.no_grad():
@@ -153,6 +153,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "epoch": epoch,
             "resumed_from_epoch": start_epoch - 1,  # -1: this attempt started from scratch
             "train_loss": total / max(rows, 1),
+            "epoch_train_seconds": train_seconds,
             "val_loss": scores["log_loss"],
             **{f"val_{k}": v for k, v in scores.items() if k != "log_loss"},
         }
