@@ -119,7 +119,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def _port_range(text: str) -> tuple[int, int]:
     low, _, high = text.partition("-")
-    ports = int(low), int(high or low)
+    try:
+        ports = int(low), int(high or low)
+    except ValueError:
+        ports = (0, 0)
     if not 0 < ports[0] <= ports[1] < 65536:
         raise ValueError(f"ML_ASSETS_SERVE_DIRECT_PORTS={text!r}: want LOW-HIGH, e.g. 30000-31000")
     return ports

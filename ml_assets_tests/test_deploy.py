@@ -404,6 +404,18 @@ def test_an_unknown_executor_setting_is_named():
         load_settings({"ML_ASSETS_EXECUTOR": "kubernetes"})
 
 
+@pytest.mark.parametrize("ports", ["abc", "high-low", "31000-30000", "0-10", "30000-70000"])
+def test_a_bad_direct_ingress_port_range_is_named(ports):
+    with pytest.raises(ValueError, match=f"ML_ASSETS_SERVE_DIRECT_PORTS='{ports}'"):
+        load_settings({"ML_ASSETS_SERVE_DIRECT_PORTS": ports})
+
+
+def test_direct_ingress_ports_from_settings():
+    settings = load_settings({"ML_ASSETS_SERVE_DIRECT_PORTS": "32000-32010"})
+    assert settings.serve_direct_ports == (32000, 32010)
+    assert settings.serve_direct_ingress
+
+
 def test_code_location_with_cluster_settings_runs_each_step_as_a_kubernetes_job(
         monkeypatch, tmp_path):
     from ml_assets.definitions import defs
