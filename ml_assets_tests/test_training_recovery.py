@@ -37,7 +37,9 @@ def train(instance, resources, tenant: str, **config) -> dg.ExecuteInProcessResu
     return dg.materialize(
         [training_features, hyperparameter_search, trained_model], partition_key=tenant,
         instance=instance, resources=resources,
-        run_config={"ops": {"trained_model": {"config": {"num_workers": 2, **config}}}})
+        # two DDP ranks on a CPU each: the suite's Ray cluster also holds Serve's replica
+        run_config={"ops": {"trained_model": {"config": {"num_workers": 2, "cpus_per_worker": 1,
+                                                         **config}}}})
 
 
 def run_logs(instance, result) -> str:
