@@ -89,8 +89,10 @@ def test_a_driver_killed_mid_training_is_resumed_by_the_rerun(recovery_resources
                                                               s3_endpoint, ray_cluster):
     import ray
 
-    tenant, epochs = "pied-piper", 6
-    config = {"epochs": epochs, "num_workers": 1}
+    # enough epochs that the kill (after two checkpoints) lands mid-training: one epoch of
+    # these 400 customers takes ~0.2 s
+    tenant, epochs = "pied-piper", 20
+    config = {"epochs": epochs, "num_workers": 1, "cpus_per_worker": 1}  # same as train()'s
     args = {"env": {"ML_ASSETS_STATE_DIR": str(settings.state_dir),
                     "RAY_ADDRESS": ray.get_runtime_context().gcs_address},
             "s3": s3_endpoint, "bucket": BUCKET, "tenant": tenant,
