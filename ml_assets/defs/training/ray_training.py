@@ -70,7 +70,7 @@ def preprocess(features: pd.DataFrame) -> Preprocessed:
                         impute=impute, mean=mean, std=std)
 
 
-def minibatches(shard: Any, batch_size: int, chunk_rows: int) -> Any:
+def minibatches(shard: Any, batch_size: int, chunk_rows: int = CHUNK_ROWS) -> Any:
     """The shard's (features, label) minibatches in order. Ray Data hands over chunks of many
     minibatches (its per-batch cost is paid per chunk, not per step); a chunk is a multiple of
     batch_size, so the steps are the same as iterating at batch_size."""
@@ -133,7 +133,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise RuntimeError(f"injected worker failure at epoch {epoch} (rank {rank})")
         model.train()
         total, rows, started = 0.0, 0, time.perf_counter()
-        for x, y in minibatches(train_shard, config["batch_size"], CHUNK_ROWS):
+        for x, y in minibatches(train_shard, config["batch_size"]):
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
