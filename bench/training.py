@@ -2,7 +2,9 @@
 plain single-process torch loop on the same rows and epochs, in the same run: the training
 passes' throughput as a ratio, and the rest of Ray's wall time (its fixed cost) beside it.
 
-    python -m bench.training [--rows 100000 1000000] [--epochs 1] [--batch-size 1024]
+    python -m bench.training [--rows 100000 1000000] [--epochs 1] [--batch-size 1024] [--gpu]
+
+--gpu adds the Ray path with one GPU worker (2 CPUs beside it) on a machine that has one.
 """
 
 import argparse
@@ -49,7 +51,7 @@ def plain_loop(data: pd.DataFrame, epochs: int, batch_size: int) -> float:
 
 
 def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workers: int,
-             storage: Path, client) -> tuple[float, float]:
+             storage: Path, client, use_gpu: bool = False) -> tuple[float, float]:
     """The asset's path (Ray Data preprocessing, then a TorchTrainer fit with its per-epoch
     validation, MLflow logging and checkpoints): its wall time, and the time its training
     passes took inside the workers (rank 0's `epoch_train_seconds`)."""
@@ -65,7 +67,7 @@ def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workers: int,
          "weight_decay": 0.0, "epochs": epochs, "batch_size": batch_size,
          "tracking_uri": client.tracking_uri, "run_id": run_id},
         # the machine's 2 cores split among the workers: DDP ranks or one rank on both
-        num_workers=workers, use_gpu=False, cpus_per_worker=2.0 / workers,
+        num_workers=workers, use_gpu=use_gpu, cpus_per_worker=2.0 / workers,
         storage_path=str(storage), storage_filesystem=pyarrow.fs.LocalFileSystem(),
         run_name=f"bench-{run_id[:8]}")
     total = time.perf_counter() - started
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args(argv)
     import ray
     from mlflow import MlflowClient
@@ -90,12 +93,14 @@ def main(argv: list[str] | None = None) -> None:
         for n in args.rows:
             data = frame(n)
             plain = plain_loop(data, args.epochs, args.batch_size)
-            for workers in args.workers:
+            paths = [(w, False) for w in args.workers] + [(1, True)] * args.gpu
+            for workers, use_gpu in paths:
                 total, training = ray_path(data, args.epochs, args.batch_size, workers,
-                                           Path(workdir) / "checkpoints", client)
+                                           Path(workdir) / "checkpoints", client, use_gpu)
                 trained = (n - 2000) * args.epochs
                 rows_out.append({
-                    "rows": n, "ray_workers": workers, "plain_s": plain,
+                    "rows": n, "ray_workers": f"{workers} GPU" if use_gpu else workers,
+                    "plain_s": plain,
                     "plain_rows_per_s": trained / plain, "ray_train_s": training,
                     "ray_rows_per_s": trained / training, "ratio": training / plain,
                     "ray_fixed_s": total - training, "ray_total_s": total,

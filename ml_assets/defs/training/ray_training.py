@@ -97,22 +97,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank = context.get_world_rank()
     model = ChurnMLP(len(FEATURES), config["hidden_sizes"], config["dropout"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
-                                 weight_decay=config["weight_decay"])
-    start_epoch = 0
+    state, start_epoch = None, 0
     checkpoint = ray.train.get_checkpoint()  # this run's latest, after a worker failure
     if checkpoint is None and config.get("resume_from"):  # an earlier, killed attempt's
         checkpoint = ray.train.Checkpoint(config["resume_from"],
                                           filesystem=config["resume_filesystem"])
     if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+        state = load_state(checkpoint)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
-    # device-agnostic: on a GPU worker prepare_model moves the model there and uses NCCL
+    # device-agnostic: on a GPU worker prepare_model moves the model there and uses NCCL;
+    # the optimizer comes after it, so a resumed optimizer state lands on the model's device
     model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
+                                 weight_decay=config["weight_decay"])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
     loss_fn = torch.nn.BCEWithLogitsLoss()
     train_shard = ray.train.get_dataset_shard("train")
     validation = ray.train.get_dataset_shard("validation")
@@ -144,9 +144,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.eval()
         labels, probs = [], []
         with torch.no_grad():
+            # batches arrive on the worker's device (the GPU under use_gpu)
             for batch in validation.iter_torch_batches(batch_size=4096, dtypes=torch.float32):
-                labels.append(batch[LABEL].numpy())
-                probs.append(torch.sigmoid(model(batch["features"].to(device))).cpu().numpy())
+                labels.append(batch[LABEL].cpu().numpy())
+                probs.append(torch.sigmoid(model(batch["features"])).cpu().numpy())
         y, p = np.concatenate(labels), np.concatenate(probs)
         scores = binary_metrics(y, p)
         metrics = {
@@ -225,4 +226,5 @@ def load_state(checkpoint: Any) -> dict[str, Any]:
     import torch
 
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, weights_only=True)
+        # on the CPU: a GPU worker's optimizer state must load on a driver without one
+        return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
