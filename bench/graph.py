@@ -31,9 +31,10 @@ GRAPH = ["training_features", "hyperparameter_search", "trained_model", "evaluat
 def start_ray_head(settings) -> subprocess.Popen:
     """A Ray head this benchmark owns (`ray start --block` in its own process group), so it
     stops only its own processes; `ray stop` would stop every Ray on the machine."""
-    from ml_assets.cli import _free_port, _ray_env, _reachable
+    from ml_assets.cli import _free_port, _ray_env, _reachable, ensure_ray_token
 
     port = _free_port()
+    ensure_ray_token()
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
          f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={settings.ray_num_cpus}",

@@ -61,6 +61,7 @@ def ray_up(settings: Settings) -> str:
     if settings.ray_address and _reachable(settings.ray_address):
         return settings.ray_address
     port = _free_port()  # not 6379, Ray's default: Redis holds it on these machines
+    ensure_ray_token()
     subprocess.run(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
          "--node-ip-address=127.0.0.1", f"--num-cpus={settings.ray_num_cpus}",
@@ -74,8 +75,15 @@ def ray_up(settings: Settings) -> str:
 
 
 def _ray_env() -> dict[str, str]:
-    # Token auth on: the head writes ~/.ray/auth_token, and clients must say they use it.
+    # Token auth on: the cluster and its clients share ~/.ray/auth_token
     return {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+def ensure_ray_token() -> None:
+    """Create ~/.ray/auth_token if this machine has none: `ray start --head` with token auth
+    refuses to start without one (only `ray.init` creates it), e.g. on a fresh machine."""
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],
+                   check=True, stdout=subprocess.DEVNULL, env=_ray_env())
 
 
 def ray_down(settings: Settings) -> None:

@@ -147,3 +147,38 @@ def test_the_model_trained_there_is_tracked_and_checkpointed(remote_run):
     run = client.get_run(trained["run_id"])
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+
+
+def test_a_head_starts_on_a_machine_that_has_no_ray_token(tmp_path, monkeypatch):
+    """A fresh machine has no ~/.ray/auth_token, and `ray start --head` with token auth refuses
+    to start without one; `ml-assets ray up` and the benchmarks' head create it first."""
+    from ml_assets.cli import ensure_ray_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # a home without ~/.ray
+    head_args = ["--head", "--num-cpus=1", "--include-dashboard=false"]
+    refused = RayNode("127.0.0.1", [*head_args, f"--port={free_port()}"])
+    try:
+        assert refused.process.wait(timeout=120) != 0
+    finally:
+        refused.stop()
+
+    ensure_ray_token()
+    token = (tmp_path / ".ray" / "auth_token").read_text().strip()
+    assert len(token) >= 32
+    port = free_port()
+    head = RayNode("127.0.0.1", [*head_args, f"--port={port}"])
+    try:
+        head.wait_listening(port)
+        head.wait_listening(head.node_manager_port)
+        # a client with the token (same HOME) is let in and sees the head's CPU
+        joined = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}'); "
+             "print(ray.cluster_resources().get('CPU'))"],
+            env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
+            timeout=120)
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        assert joined.stdout.strip().splitlines()[-1] == "1.0"
+        ensure_ray_token()  # an existing token is kept: the running head still trusts it
+        assert (tmp_path / ".ray" / "auth_token").read_text().strip() == token
+    finally:
+        head.stop()
