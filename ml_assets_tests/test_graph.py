@@ -73,6 +73,20 @@ def test_metric_history_has_one_point_per_epoch(graph, client, tenant):
     assert open(log).read().count("epoch ") == EPOCHS
 
 
+@pytest.mark.parametrize("tenant", TENANTS)
+def test_logged_model_pins_what_loading_it_imports(graph, tenant):
+    from importlib.metadata import version
+
+    import mlflow
+
+    from ml_assets.defs.training.assets import MODEL_PACKAGES
+
+    model_uri = graph[tenant]["trained_model"]["model_uri"]
+    pinned = Path(mlflow.pyfunc.get_model_dependencies(model_uri)).read_text().split()
+    assert pinned == [f"{name}=={version(name)}" for name in MODEL_PACKAGES]
+    assert any(line.startswith("ml-assets==") for line in pinned)  # ChurnModel's package
+
+
 def test_checkpoints_live_under_their_tenant_prefix_only(graph, resources):
     store = resources["object_store"]
     for tenant in TENANTS:
