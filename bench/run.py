@@ -33,12 +33,21 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def settle(below: float = 1.0, at_most_s: float = 120) -> None:
+    """Wait (a while at most) for the last benchmark's processes to wind down: one that starts
+    while the 4-tenant graph's Ray workers still exit measures them too."""
+    deadline = time.monotonic() + at_most_s
+    while os.getloadavg()[0] > below and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def run(names: list[str]) -> dict[str, dict]:
     """Each benchmark as `python -m bench.NAME`; {name: {seconds, ok, load before/after}}."""
     ran = {}
     for name in names:
         if importlib.util.find_spec(f"bench.{name}") is None:
             continue
+        settle()
         load = os.getloadavg()[0]
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", f"bench.{name}"])
