@@ -177,8 +177,7 @@ def main(argv: list[str] | None = None) -> None:
              ("scenario", "wall_s", "cpu_s", "cores_busy", "vs_warm", "ray_head_start_s",
               "run (event log)", "outside steps")]
     report("graph", ["scenario", "wall_s", "cpu_s", "cores_busy", "vs_warm", "ray_head_start_s",
-                     *steps,
-                     "outside steps", "run (event log)"], rows,
+                     *steps, "outside steps", "run (event log)"], rows,
            {"path": f"`dagster asset materialize --select {','.join(GRAPH)}` (the CLI's), "
             "a process per step, one shared Ray head (RAY_ADDRESS)",
             "data": f"{args.customers:,} customers x 6 snapshots, {args.customers * 2:,} "
