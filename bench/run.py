@@ -33,7 +33,7 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def settle(below: float = 1.0, at_most_s: float = 120) -> None:
+def settle(below: float = 1.5, at_most_s: float = 60) -> None:
     """Wait (a while at most) for the last benchmark's processes to wind down: one that starts
     while the 4-tenant graph's Ray workers still exit measures them too."""
     deadline = time.monotonic() + at_most_s
