@@ -51,7 +51,8 @@ def step_k8s_config(settings: Settings) -> dict[str, dict]:
 
 
 # What the steps import. Forked from a server that imported them once per run, a step starts
-# in ~1 s instead of re-importing them (bench/graph.py: one tenant's graph 131 s -> 84 s).
+# in ~1 s instead of re-importing them (bench/graph.py: one warm tenant's graph 64 s spawned
+# -> 36 s forked, same run).
 PRELOAD_MODULES = ["ml_assets.definitions", "ml_assets.feature_repo.offline_store",
                    "ray.train.torch", "ray.serve", "mlflow.pytorch", "sklearn.metrics"]
 
