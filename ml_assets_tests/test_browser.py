@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from ml_assets.settings import PROJECT_ROOT
 from ml_assets_tests.servers import free_port, venv_bin, wait_for_http
@@ -178,8 +179,10 @@ def test_evaluation_report_page_shows_plot_table_and_mlflow_link(page, evaluated
     page.goto(f"/assets/evaluation_report?partition={TENANT}")
     _assert_mlflow_run_link(page)
     page.get_by_text("holdout_roc_auc", exact=True).wait_for()  # numeric: Dagster plots it
-    report = page.get_by_role("row").filter(has_text="report")
-    assert re.search(r"roc_auc\s+0\.\d+\s+0\.\d+", report.first.inner_text())
+    report = page.get_by_role("row").filter(has_text="report").first
+    # the markdown cell fills in after its row appears: expect retries until the table is there
+    expect(report).to_contain_text(re.compile(r"roc_auc\s+0\.\d+\s+0\.\d+"),
+                                   use_inner_text=True, timeout=UI_TIMEOUT_MS)
     plot_row = page.get_by_role("row").filter(has_text="roc_and_calibration")
     plot_row.scroll_into_view_if_needed()
     plot_row.get_by_text("[Show Markdown]").click()
