@@ -36,12 +36,14 @@ class RayNode:
                  "dashboard-agent-listen-port": free_port(),
                  "dashboard-agent-grpc-port": free_port(),
                  "runtime-env-agent-port": free_port(), "metrics-export-port": free_port()}
-        self.process = subprocess.Popen(
-            [venv_bin("ray"), "start", "--block", f"--node-ip-address={ip}",
-             "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *args,
-             *[f"--{k}={v}" for k, v in ports.items()]],
-            env={**os.environ, "RAY_AUTH_MODE": "token"}, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = self.temp_dir / "ray-start.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [venv_bin("ray"), "start", "--block", f"--node-ip-address={ip}",
+                 "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *args,
+                 *[f"--{k}={v}" for k, v in ports.items()]],
+                env={**os.environ, "RAY_AUTH_MODE": "token"}, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT)
 
     def wait_listening(self, port: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -51,7 +53,9 @@ class RayNode:
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"ray node on {self.ip} did not come up") from None
+                    output = self.log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"ray node on {self.ip} did not come up on port {port} "
+                                       f"(exit {self.process.poll()}):\n{output}") from None
                 time.sleep(0.5)
 
     def worker_logs(self) -> str:
@@ -99,6 +103,11 @@ class LocalRayCluster:
 
 @pytest.fixture(scope="module")
 def ray_cluster_apart() -> Iterator[LocalRayCluster]:
+    from ml_assets.cli import ensure_ray_token
+
+    # the cluster's token (a Kubernetes secret in deploy/): on a fresh machine, where no test
+    # before this one has run a local ray.init, `ray start --head` refuses to start without it
+    ensure_ray_token()
     cluster = LocalRayCluster()
     try:
         cluster.start()
