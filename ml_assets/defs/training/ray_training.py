@@ -201,6 +201,10 @@ def fit(
     # epochs shorter than that, training waits on the poll (8 small epochs: fit 35 s -> 19 s).
     # The driver's value reaches the controller (ray.train.v2 ENV_VARS_TO_PROPAGATE).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
+    # The preemption watcher is an actor (a fresh process importing Ray Train: 3.5 of a fit's
+    # ~50 CPU-s here) that only feeds ray.train.get_preemption_info(), which this loop never
+    # reads: it checkpoints every epoch and FailureConfig restarts from there. Propagated too.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # Ray Train V2 deprecates resume_from_checkpoint: the loop loads it itself (ray#49454)
     loop_config = {**loop_config, "resume_from": resume_from,
                    "resume_filesystem": storage_filesystem}
