@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.ml_assets/dagster
 export RAY_AUTH_MODE := token
 
-.PHONY: install demo dev test lint bench clean
+.PHONY: install demo dev test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,9 +31,15 @@ dev: install  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service 
 	trap "kill $$api $$ui 2>/dev/null" EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api $$ui
 
-test: install  ## lint, then the suite (starts the servers it needs itself)
+test: install  ## lint, then the whole suite (starts the servers it needs itself)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -ra
+
+test-unit: install  ## the quick tests alone: no server, no Ray
+	$(BIN)/pytest -ra ml_assets_tests/unit
+
+test-integration: install  ## the tests against real servers and a Ray cluster
+	$(BIN)/pytest -ra ml_assets_tests/integration
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import report
-from ml_assets import monitoring, prediction_log, synthetic_log
-from ml_assets.churn_data import FEATURES
-from ml_assets.defs.monitoring.assets import LOG_COLUMNS, evaluate
+from ml_assets.monitoring import statistics as monitoring
+from ml_assets.monitoring.window import LOG_COLUMNS, evaluate
 from ml_assets.resources.monitoring import MonitoringThresholds
 from ml_assets.resources.object_store import ObjectStore
+from ml_assets.schema import FEATURES
+from ml_assets.serving import prediction_log
 from ml_assets.tenants import Tenant
+from ml_assets_testing import synthetic_log
 
 TENANT = Tenant("bench")
 FILES = 20  # the log is many appended files, as the Serve replicas write it

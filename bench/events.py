@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common import report
 from ml_assets.events import EventType, LifecycleEvent, Outbox, ensure_topic, producer, relay
-from ml_assets_tests.servers import Broker, start_s3
+from ml_assets_testing.servers import Broker, start_s3
 
 TENANTS = ["acme", "globex", "initech", "umbrella"]
 

@@ -31,19 +31,19 @@ GRAPH = ["training_features", "hyperparameter_search", "trained_model", "evaluat
 def start_ray_head(settings) -> subprocess.Popen:
     """A Ray head this benchmark owns (`ray start --block` in its own process group), so it
     stops only its own processes; `ray stop` would stop every Ray on the machine."""
-    from ml_assets.cli import _free_port, _ray_env, _reachable, ensure_ray_token
+    from ml_assets.cli.ray_cluster import ensure_ray_token, free_port, ray_env, reachable
 
-    port = _free_port()
+    port = free_port()
     ensure_ray_token()
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
          f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={settings.ray_num_cpus}",
          "--include-dashboard=false", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ray_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ray_env(),
         start_new_session=True)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    while not _reachable(address):
+    while not reachable(address):
         if head.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the Ray head did not start at {address}")
         time.sleep(0.5)
@@ -64,10 +64,10 @@ def run_graph(settings, tenant: str, config: Path | None = None) -> float:
     """The command the CLI runs (cli.materialize with a selection: `dagster asset materialize`)
     for GRAPH and the tenant, with an optional run config file; its wall time. Its log goes to
     the state folder."""
-    from ml_assets.cli import _ray_env
+    from ml_assets.cli.ray_cluster import ray_env
     from ml_assets.settings import PROJECT_ROOT
 
-    env = {**_ray_env(), "RAY_ADDRESS": settings.ray_address_file.read_text().strip(),
+    env = {**ray_env(), "RAY_ADDRESS": settings.ray_address_file.read_text().strip(),
            "DAGSTER_HOME": str(settings.dagster_home)}
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
                "ml_assets.definitions", "--select", ",".join(GRAPH), "--partition", tenant]
@@ -95,15 +95,15 @@ def step_times(settings, tenant: str) -> dict[str, float]:
     """Seconds each asset's step took in the tenant's latest run, from the event log."""
     import dagster as dg
 
-    from ml_assets.cli import _instance
+    from ml_assets.cli.common import instance
 
-    with _instance(settings) as instance:
-        run = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": tenant}), limit=1)[0]
+    with instance(settings) as dagster:
+        run = dagster.get_runs(dg.RunsFilter(tags={"dagster/partition": tenant}), limit=1)[0]
         if run.status != dg.DagsterRunStatus.SUCCESS:
             raise RuntimeError(f"run {run.run_id} of {tenant} ended {run.status}")
         started: dict[str, float] = {}
         took: dict[str, float] = {}
-        records = instance.get_records_for_run(run.run_id, of_type={
+        records = dagster.get_records_for_run(run.run_id, of_type={
             dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
         for record in records:
             entry = record.event_log_entry
@@ -111,7 +111,7 @@ def step_times(settings, tenant: str) -> dict[str, float]:
                 started[entry.step_key] = entry.timestamp
             else:
                 took[entry.step_key] = entry.timestamp - started[entry.step_key]
-        stats = instance.get_run_stats(run.run_id)
+        stats = dagster.get_run_stats(run.run_id)
         took["run (event log)"] = stats.end_time - stats.start_time
         # the steps run one after another: the rest is step processes starting and importing
         took["outside steps"] = took["run (event log)"] - sum(
@@ -124,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tenants", type=int, default=4, help="tenants run at once")
     parser.add_argument("--customers", type=int, default=2000, help="per tenant (demo: 2000)")
     args = parser.parse_args(argv)
-    from ml_assets import churn_data
-    from ml_assets.cli import tenant_add
+    from ml_assets.cli.tenants import tenant_add
+    from ml_assets.data import churn_data
     from ml_assets.settings import load_settings
-    from ml_assets_tests.servers import free_port
+    from ml_assets_testing.servers import free_port
 
     state = Path(tempfile.mkdtemp(prefix="bench-graph-"))
     os.environ.update({"ML_ASSETS_STATE_DIR": str(state),

@@ -13,7 +13,7 @@ import uuid
 import aiohttp
 import numpy as np
 
-from ml_assets.churn_data import FEATURES
+from ml_assets.schema import FEATURES
 
 
 async def client(session, url: str, end: float, latencies: list, errors: list) -> None:

@@ -42,7 +42,7 @@ def plain_script(raw: Path, workdir: Path, epochs: int, batch_size: int) -> dict
     import numpy as np
     import pandas as pd
 
-    from ml_assets.churn_data import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
+    from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 
     labels = pd.read_parquet(raw / TENANT / "churn_labels.parquet").rename(
         columns={LABEL_TIMESTAMP: TIMESTAMP}).sort_values(TIMESTAMP, kind="stable")
@@ -57,7 +57,7 @@ def plain_script(raw: Path, workdir: Path, epochs: int, batch_size: int) -> dict
 
     import torch
 
-    from ml_assets.churn_model import ChurnMLP, ChurnModel
+    from ml_assets.training.model import ChurnMLP, ChurnModel
 
     torch.manual_seed(0)
     x_all = torch.tensor(frame[FEATURES].to_numpy(), dtype=torch.float32)
@@ -80,7 +80,7 @@ def plain_script(raw: Path, workdir: Path, epochs: int, batch_size: int) -> dict
     model = ChurnModel(mlp.eval(), impute, mean, std)
     lap("training")
 
-    from ml_assets.metrics import binary_metrics
+    from ml_assets.training.metrics import binary_metrics
 
     holdout = torch.from_numpy(split == "holdout")
     with torch.no_grad():
@@ -114,7 +114,7 @@ def plain_script(raw: Path, workdir: Path, epochs: int, batch_size: int) -> dict
             out = served(torch.tensor([[r[f] for f in FEATURES] for r in rows]))
         return JSONResponse({"churn_probability": out.tolist()})
 
-    from ml_assets_tests.servers import free_port
+    from ml_assets_testing.servers import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/predict", predict,
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(plain_script(args.plain, Path(workdir), args.epochs,
                                           args.batch_size)))
         return
-    from ml_assets.churn_data import ChurnDataSpec, write
+    from ml_assets.data.churn_data import ChurnDataSpec, write
 
     with tempfile.TemporaryDirectory() as tmp:
         write(TENANT, ChurnDataSpec(customers=args.customers), Path(tmp))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import report
-from ml_assets.churn_data import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
+from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 
 TENANT = "bench"
 PATHS = ("feast", "feast_stock_duckdb", "duckdb_asof", "pandas_merge_asof")
@@ -28,7 +28,7 @@ TTL_DAYS = 90  # the feature view's ttl (ml_assets/feature_repo/repo.py), applie
 
 def write_data(directory: Path, customers: int, labels: int) -> Path:
     """Activity (customers x 10 snapshots) and `labels` label rows, as the tenant's parquet."""
-    from ml_assets.churn_data import ChurnDataSpec, write
+    from ml_assets.data.churn_data import ChurnDataSpec, write
 
     spec = ChurnDataSpec(customers=customers, snapshots_per_customer=10,
                          labels_per_customer=max(1, labels // customers))
@@ -105,7 +105,7 @@ def run_one(path: str, raw: Path, out: Path, repeats: int) -> dict:
     imports alone take 5-20 s), then `repeats` timed ones, each on a fresh Feast repo."""
     join = JOINS[path]
     if path.startswith("feast"):
-        import ml_assets.feature_repo.offline_store  # noqa: F401
+        import ml_assets.data.feature_repo.offline_store  # noqa: F401
         import ml_assets.resources.feast  # noqa: F401
     else:
         import duckdb  # noqa: F401

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import report
-from ml_assets import churn_data
+from ml_assets import schema
+from ml_assets.data import churn_data
 from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
-from ml_assets_tests.servers import free_port, wait_for_http
+from ml_assets_testing.servers import free_port, wait_for_http
 
 TENANT = Tenant("bench")
 SLA_MS = 50.0
@@ -61,7 +62,7 @@ def forward_ms(model) -> float:
     """One row through the model in-process: what @serve.batch could at most amortize."""
     import torch
 
-    row = torch.ones(1, len(churn_data.FEATURES))
+    row = torch.ones(1, len(schema.FEATURES))
     with torch.no_grad():
         for _ in range(100):
             model(row)
@@ -79,10 +80,10 @@ def prepare(state: Path) -> tuple[str, float]:
     import torch
     from mlflow import pytorch as mlflow_pytorch
 
-    from ml_assets.churn_model import ChurnMLP, ChurnModel
-    from ml_assets.defs.registry import stages
-    from ml_assets.defs.registry.assets import register_version
+    from ml_assets.registry import stages
+    from ml_assets.registry.actions import register_version
     from ml_assets.resources import build_resources
+    from ml_assets.training.model import ChurnMLP, ChurnModel
 
     settings = load_settings({"ML_ASSETS_STATE_DIR": str(state)})
     churn_data.write(TENANT.key, churn_data.ChurnDataSpec(customers=2000), settings.raw_data_dir)
@@ -90,14 +91,14 @@ def prepare(state: Path) -> tuple[str, float]:
     registry, events = resources["mlflow"], resources["events"]
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_registry_uri(registry.tracking_uri)
-    n = len(churn_data.FEATURES)
+    n = len(schema.FEATURES)
     torch.manual_seed(0)
     model = ChurnModel(ChurnMLP(n, [64, 32], 0.1), torch.zeros(n), torch.zeros(n), torch.ones(n))
     run_id = registry.start_run(TENANT, "bench-serving", tags={})
     with mlflow.start_run(run_id=run_id):
         info = mlflow_pytorch.log_model(
             model.eval(), name="model", serialization_format="pickle",
-            input_example=pd.DataFrame([[1.0] * n], columns=churn_data.FEATURES))
+            input_example=pd.DataFrame([[1.0] * n], columns=schema.FEATURES))
     version = str(register_version(registry, TENANT, info.model_uri, {"run_id": run_id}).version)
     client = registry.client()
     for stage in (stages.STAGING, stages.PRODUCTION):
@@ -148,8 +149,8 @@ def floor(state: Path, tracking_uri: str, args) -> list[dict]:
 
 def ray_serve(name: str, overrides: dict, state: Path, args) -> tuple[list[dict], float]:
     """Load results of one Serve configuration and the in-replica p50 from the prediction log."""
-    from ml_assets import prediction_log
     from ml_assets.resources import build_resources
+    from ml_assets.serving import prediction_log
 
     port = free_port()
     ray_env = {k: v for k, v in overrides.items() if not k.startswith("ML_ASSETS_")}

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ml_assets.predict_request import RequestError, parse_body, tenant_of, validate_rows
+from ml_assets.serving.request import RequestError, parse_body, tenant_of, validate_rows
 
 model = mlflow.pytorch.load_model(os.environ["MODEL_URI"]).eval()
 VERSION = os.environ["MODEL_URI"].rsplit("/", 1)[-1]

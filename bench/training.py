@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import report
-from ml_assets.churn_data import FEATURES, LABEL
+from ml_assets.schema import FEATURES, LABEL
 
 
 def frame(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -32,7 +32,7 @@ def frame(rows: int, seed: int = 0) -> pd.DataFrame:
 def plain_loop(data: pd.DataFrame, epochs: int, batch_size: int) -> float:
     import torch
 
-    from ml_assets.churn_model import ChurnMLP
+    from ml_assets.training.model import ChurnMLP
 
     train = data[data["split"] == "train"]
     x = train[FEATURES].to_numpy()
@@ -57,7 +57,7 @@ def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workers: int,
     passes took inside the workers (rank 0's `epoch_train_seconds`)."""
     import pyarrow.fs
 
-    from ml_assets.defs.training import ray_training
+    from ml_assets.training import ray_training
 
     run_id = client.create_run(client.get_experiment_by_name("bench").experiment_id).info.run_id
     started = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ml_assets import names
 from ml_assets.settings import Settings
 
 # A Ray driver must run on a node of its cluster: Ray Client (ray://) cannot run Ray Data
@@ -30,12 +31,12 @@ def _resources(cpu: str, memory: str) -> dict:
 # cluster; a step pod holds what its asset keeps in memory (joined features, holdout and model).
 DEFAULT_STEP_K8S_CONFIG = _resources("500m", "2Gi")
 STEP_K8S_CONFIG: dict[str, dict] = {
-    "training_features": _resources("2", "8Gi"),
-    "trained_model": _resources("1", "4Gi"),
-    "evaluation_report": _resources("2", "4Gi"),
-    "registered_model": _resources("250m", "1Gi"),
+    names.TRAINING_FEATURES: _resources("2", "8Gi"),
+    names.TRAINED_MODEL: _resources("1", "4Gi"),
+    names.EVALUATION_REPORT: _resources("2", "4Gi"),
+    names.REGISTERED_MODEL: _resources("250m", "1Gi"),
 }
-SERVING_STEP = "deployed_endpoint"
+SERVING_STEP = names.DEPLOYED_ENDPOINT
 
 
 def step_k8s_config(settings: Settings) -> dict[str, dict]:
@@ -53,7 +54,7 @@ def step_k8s_config(settings: Settings) -> dict[str, dict]:
 # What the steps import. Forked from a server that imported them once per run, a step starts
 # in ~1 s instead of re-importing them (bench/graph.py: one warm tenant's graph 64 s spawned
 # -> 36 s forked, same run).
-PRELOAD_MODULES = ["ml_assets.definitions", "ml_assets.feature_repo.offline_store",
+PRELOAD_MODULES = ["ml_assets.definitions", "ml_assets.data.feature_repo.offline_store",
                    "ray.train.torch", "ray.serve", "mlflow.pytorch", "sklearn.metrics"]
 
 

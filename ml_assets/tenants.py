@@ -1,15 +1,20 @@
-"""Tenant partitions and the tenant context: the names and prefixes one tenant may touch."""
+"""The tenant context: a validated key and the names and prefixes that tenant may touch.
+
+Imported by the Serve replica's request path: no Dagster here (the partitions definition is
+`ml_assets.defs.partitions`)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dagster as dg
+if TYPE_CHECKING:
+    import dagster as dg
 
-TENANT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
+TENANT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 
-tenant_partitions = dg.DynamicPartitionsDefinition(name="tenant")
+PARTITIONS = "tenant"  # the name of the dynamic partitions definition of every asset
 
 
 class InvalidTenantError(ValueError):
@@ -26,12 +31,8 @@ class Tenant:
         if not isinstance(self.key, str) or not TENANT_PATTERN.fullmatch(self.key):
             raise InvalidTenantError(
                 f"invalid tenant {self.key!r}: expected {TENANT_PATTERN.pattern} "
-                "(lowercase letter, then 1-39 lowercase letters, digits or '-')"
+                "(2-40 lowercase letters, digits or '-': a letter first, no '-' last)"
             )
-
-    @classmethod
-    def from_context(cls, context: dg.AssetExecutionContext) -> Tenant:
-        return cls(context.partition_key)
 
     @property
     def experiment_name(self) -> str:
@@ -62,10 +63,10 @@ class Tenant:
 def add_tenant(instance: dg.DagsterInstance, key: str) -> Tenant:
     """Validate and register a tenant partition (idempotent)."""
     tenant = Tenant(key)
-    if not instance.has_dynamic_partition(tenant_partitions.name, tenant.key):
-        instance.add_dynamic_partitions(tenant_partitions.name, [tenant.key])
+    if not instance.has_dynamic_partition(PARTITIONS, tenant.key):
+        instance.add_dynamic_partitions(PARTITIONS, [tenant.key])
     return tenant
 
 
 def registered_tenants(instance: dg.DagsterInstance) -> list[str]:
-    return list(instance.get_dynamic_partitions(tenant_partitions.name))
+    return list(instance.get_dynamic_partitions(PARTITIONS))

@@ -1,4 +1,7 @@
-"""Shared fixtures: a throw-away state folder, one Ray per test session, a Dagster instance."""
+"""Shared fixtures: a throw-away state folder, one Ray per test session, a Dagster instance.
+
+Tests live in unit/ (no server, no Ray: `make test-unit`) and integration/ (real servers and a
+Ray cluster: `make test-integration`); a unit test that asks for a server fixture is an error."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml_assets import churn_data
+from ml_assets import schema
+from ml_assets.data import churn_data
 from ml_assets.resources import build_resources
 from ml_assets.settings import Settings, load_settings
-from ml_assets_tests.servers import (
+from ml_assets_testing.servers import (
     S3_KEYS,
     Broker,
     free_port,
@@ -26,6 +30,20 @@ from ml_assets_tests.servers import (
 )
 
 TENANTS = ("acme", "globex")
+SERVER_FIXTURES = {"ray_cluster", "graph", "s3_endpoint", "mlflow_server", "broker",
+                   "postgres_database"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder; keep servers and Ray out of unit/."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, folder))
+        servers = sorted(SERVER_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if folder == "unit" and servers:
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses {servers}: "
+                                    "move it to ml_assets_tests/integration/")
 TEST_SPEC = churn_data.ChurnDataSpec(customers=1000)
 
 
@@ -149,13 +167,13 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[s
     import torch
     from mlflow import pytorch as mlflow_pytorch
 
-    from ml_assets.churn_model import ChurnMLP, ChurnModel
     from ml_assets.tenants import Tenant
+    from ml_assets.training.model import ChurnMLP, ChurnModel
 
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_registry_uri(registry.tracking_uri)
-    n = len(churn_data.FEATURES)
-    example = pd.DataFrame([[1.0] * n], columns=churn_data.FEATURES)
+    n = len(schema.FEATURES)
+    example = pd.DataFrame([[1.0] * n], columns=schema.FEATURES)
     uris: dict[str, list[str]] = {}
     for key in tenants:
         run_id = registry.start_run(Tenant(key), "untrained", tags={})
@@ -172,8 +190,8 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[s
 
 def two_versions(mlflow, events, tenant) -> tuple[str, str]:
     """Two real (untrained) registered versions of the tenant: v1 Production, v2 Staging."""
-    from ml_assets.defs.registry import stages
-    from ml_assets.defs.registry.assets import register_version
+    from ml_assets.registry import stages
+    from ml_assets.registry.actions import register_version
 
     uris = log_untrained_models(mlflow, [tenant.key], count=2)[tenant.key]
     v1, v2 = (str(register_version(mlflow, tenant, uri, {"run_id": ""}).version) for uri in uris)

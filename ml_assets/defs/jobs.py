@@ -2,15 +2,14 @@
 
 import dagster as dg
 
-from ml_assets.tenants import tenant_partitions
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
 
 churn_model_job = dg.define_asset_job(
-    "churn_model_job",
+    names.CHURN_MODEL_JOB,
     # the lifecycle up to the live endpoint; batch scoring and the Triton export need a
     # Production version (a promotion decision), monitoring runs on its own schedule
-    selection=dg.AssetSelection.assets(
-        "training_features", "hyperparameter_search", "trained_model", "evaluation_report",
-        "registered_model", "deployed_endpoint"),
+    selection=dg.AssetSelection.assets(*names.MODEL_GRAPH),
     partitions_def=tenant_partitions,
     description="Features -> trained model -> evaluation -> registered version -> live endpoint, "
     "for one tenant partition.",

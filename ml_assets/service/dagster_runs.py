@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+from ml_assets import names
 from ml_assets.tenants import Tenant
 
-JOB = "churn_model_job"
+JOB = names.CHURN_MODEL_JOB
 PARTITION_TAG = "dagster/partition"
 IDEMPOTENCY_TAG = "ml_assets/idempotency_key"
 REQUEST_TAG = "ml_assets/request_sha256"
@@ -132,7 +133,7 @@ class DagsterRuns:
         """Launch the training job for the tenant's partition with the given `trained_model`
         config. With an idempotency key, a repeat of the same request returns the first run;
         the key is scoped to the API key, and reusing it for another body is refused."""
-        run_config = {"ops": {"trained_model": {"config": trained_model_config}}}
+        run_config = {"ops": {names.TRAINED_MODEL: {"config": trained_model_config}}}
         request_sha = _sha256(tenant.key, json.dumps(run_config, sort_keys=True))
         tags = {PARTITION_TAG: tenant.key, API_KEY_TAG: api_key_id, REQUEST_TAG: request_sha}
         if idempotency_key is None:

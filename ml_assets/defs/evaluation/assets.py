@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from ml_assets.churn_data import FEATURES, LABEL
-from ml_assets.defs.registry import stages
-from ml_assets.metrics import binary_metrics
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.registry import stages
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.schema import FEATURES, LABEL
+from ml_assets.tenants import Tenant
+from ml_assets.training.metrics import binary_metrics
 
-BEATS_BASELINE = "beats_baseline"
+BEATS_BASELINE = names.BEATS_BASELINE
 REFERENCE_BASELINE = "logistic_regression_reference"
 
 
@@ -108,7 +110,7 @@ def _markdown(candidate: dict[str, float], baseline: dict[str, float], baseline_
     check_specs=[
         dg.AssetCheckSpec(
             BEATS_BASELINE,
-            asset="evaluation_report",
+            asset=names.EVALUATION_REPORT,
             blocking=True,
             description="The candidate beats the baseline (current Production, else a logistic "
             "regression reference) on the holdout by the configured margin; blocks registration.",
@@ -127,7 +129,7 @@ def evaluation_report(
     metric as a number Dagster plots across materializations."""
     import mlflow.pytorch as mlflow_pytorch
 
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     run_id = trained_model["run_id"]
     mlflow.tenant_run(tenant, run_id)
     holdout = training_features[training_features["split"] == "holdout"]

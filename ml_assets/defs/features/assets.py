@@ -1,18 +1,19 @@
 """Point-in-time correct training features of each tenant, from Feast."""
 
 
-import hashlib
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ml_assets.churn_data import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
+from ml_assets import names
+from ml_assets.data.versions import content_hash
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.resources.feast import FeastStore
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
+from ml_assets.tenants import Tenant
 
 customer_activity = dg.AssetSpec(
-    "customer_activity",
+    names.CUSTOMER_ACTIVITY,
     group_name="features",
     partitions_def=tenant_partitions,
     kinds={"parquet"},
@@ -20,7 +21,7 @@ customer_activity = dg.AssetSpec(
     "ingestion, or `ml-assets tenant add`).",
 )
 churn_labels = dg.AssetSpec(
-    "churn_labels",
+    names.CHURN_LABELS,
     group_name="features",
     partitions_def=tenant_partitions,
     kinds={"parquet"},
@@ -33,11 +34,6 @@ class FeatureSplitConfig(dg.Config):
 
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
-
-
-def content_hash(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()
-                          ).hexdigest()[:16]
 
 
 def assign_splits(frame: pd.DataFrame, config: FeatureSplitConfig) -> pd.DataFrame:
@@ -62,7 +58,7 @@ def training_features(
 ) -> dg.Output[pd.DataFrame]:
     """Each label row joined to the customer's activity features as they were at label time
     (Feast point-in-time join, 90-day ttl), split by time into train / validation / holdout."""
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     labels_path = feast.labels_path(tenant)
     if not labels_path.exists():
         raise FileNotFoundError(f"no churn labels for tenant {tenant.key!r} at {labels_path}")

@@ -1,33 +1,33 @@
 """The tenant's live model watched through its prediction log: drift, latency, errors."""
 
-import json
-import tempfile
 import warnings
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from ml_assets import monitoring, prediction_log
-from ml_assets.churn_data import FEATURES
-from ml_assets.defs.monitoring import canary as canary_guard
-from ml_assets.defs.monitoring import drift_views
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
+from ml_assets.monitoring import check_history, drift_views
+from ml_assets.monitoring import statistics as monitoring
+from ml_assets.monitoring.window import (
+    LOG_COLUMNS,
+    canary_outcome,
+    evaluate,
+    load_profile,
+    newest_version,
+)
+from ml_assets.registry import actions
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.resources.monitoring import MonitoringPolicy, MonitoringThresholds
+from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.serving import prediction_log
+from ml_assets.tenants import Tenant
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-MONITORED_ASSET = "model_monitoring"
-LOG_COLUMNS = ["request_id", "ts", "model_version", "route", "status", "latency_ms",
-               "prediction", *FEATURES]
 ALERTS = {**dict.fromkeys(monitoring.DRIFT_CHECKS, EventType.MODEL_DRIFT_DETECTED),
           **dict.fromkeys(monitoring.QUALITY_CHECKS, EventType.MODEL_QUALITY_DEGRADED)}
 CHECK_DESCRIPTIONS = {
@@ -46,87 +46,9 @@ CHECK_DESCRIPTIONS = {
 # no tenant: neither the UI nor the retrain sensor could tell whose check failed.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
-    CHECK_SPECS = [dg.AssetCheckSpec(name, asset=MONITORED_ASSET, description=description,
+    CHECK_SPECS = [dg.AssetCheckSpec(name, asset=names.MODEL_MONITORING, description=description,
                                      partitions_def=tenant_partitions)
                    for name, description in CHECK_DESCRIPTIONS.items()]
-
-
-def load_profile(mlflow: MlflowRegistry, tenant: Tenant, version: str) -> dict[str, Any] | None:
-    """The reference profile logged with the tenant's model version, None if it has none."""
-    from mlflow.exceptions import MlflowException
-
-    from ml_assets.defs.registry import stages
-
-    run_id = stages.model_version(mlflow.client(), tenant, version).run_id
-    if not run_id:
-        return None
-    with tempfile.TemporaryDirectory() as directory:
-        try:
-            path = mlflow.client().download_artifacts(run_id, monitoring.PROFILE_ARTIFACT,
-                                                      directory)
-        except (MlflowException, OSError):
-            return None
-        return monitoring.validate_profile(json.loads(Path(path).read_text()))
-
-
-def newest_version(table: "pa.Table", route: str) -> str | None:
-    """The version of the newest request the route answered in the window."""
-    import pyarrow.compute as pc
-
-    production = table.filter(pc.and_(pc.equal(table["route"], route),
-                                      pc.is_valid(table["model_version"])))
-    if not len(production):
-        return None
-    newest = pc.index(production["ts"], pc.max(production["ts"])).as_py()
-    return production["model_version"][newest].as_py()
-
-
-def scored_columns(table: "pa.Table", version: str) -> dict[str, np.ndarray]:
-    """Prediction and feature columns of the version's successful rows."""
-    import pyarrow.compute as pc
-
-    rows = table.filter(pc.and_(pc.equal(table["model_version"], version),
-                                pc.is_valid(table["prediction"])))
-    return {name: rows[name].to_numpy().astype(np.float64) for name in ["prediction", *FEATURES]}
-
-
-def evaluate(table: "pa.Table", profile: dict[str, Any] | None, version: str | None,
-             limits: MonitoringThresholds) -> tuple[monitoring.Requests, list[monitoring.Outcome]]:
-    """The requests of a log window and the four checks' outcomes on it."""
-    requests = monitoring.Requests.from_log(table)
-    outcomes = [
-        monitoring.latency_p95(requests, limits.latency_p95_sla_ms, limits.min_requests),
-        monitoring.error_rate(requests, limits.max_error_rate, limits.min_requests),
-    ]
-    if profile is None:
-        reason = (f"version {version} has no reference profile" if version
-                  else "no request answered by the production route in the window")
-        outcomes += [monitoring.Outcome(check, passed=False, observed=None, threshold=threshold,
-                                        rows=0, enough_data=False, details={"reason": reason})
-                     for check, threshold in ((monitoring.PREDICTION_DRIFT,
-                                               limits.prediction_shift_sigmas),
-                                              (monitoring.FEATURE_DRIFT,
-                                               limits.feature_drift_alpha))]
-        return requests, outcomes
-    columns = scored_columns(table, version)
-    predictions = columns.pop("prediction")
-    outcomes += [
-        monitoring.prediction_drift(predictions, profile["prediction"],
-                                    limits.prediction_shift_sigmas, limits.min_rows),
-        monitoring.feature_drift(columns, profile["features"], limits.feature_drift_alpha,
-                                 limits.feature_drift_min_psi, limits.min_rows),
-    ]
-    return requests, outcomes
-
-
-def canary_outcome(requests: monitoring.Requests, production: str | None, canary: str | None,
-                   limits: MonitoringThresholds) -> monitoring.Outcome:
-    if canary is None or production is None:
-        return monitoring.Outcome(monitoring.CANARY_HEALTH, passed=True, observed=None,
-                                  threshold=limits.max_error_rate, rows=0, details={
-                                      "reason": "no canary took traffic in the window"})
-    return monitoring.canary_health(requests, production, canary, limits.max_error_rate,
-                                    limits.latency_p95_sla_ms, limits.min_requests)
 
 
 def _metadata_value(value: Any) -> Any:
@@ -175,22 +97,12 @@ def drift_views_metadata(outcome: monitoring.Outcome) -> dict[str, dg.MetadataVa
 
 def previous_breach_version(instance: dg.DagsterInstance, check: str,
                             tenant: Tenant) -> str | None:
-    """The model version the check's previous evaluation failed on with severity ERROR, if the
-    previous evaluation of it for this tenant was such a breach."""
-    from dagster._core.event_api import PartitionKeyFilter
-    from dagster._core.storage.asset_check_execution_record import (
-        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-    )
-
-    key = dg.AssetCheckKey(dg.AssetKey(MONITORED_ASSET), check)
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status=set(COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES),
-        partition_filter=PartitionKeyFilter(key=tenant.key))
-    evaluation = records[0].event.asset_check_evaluation if records and records[0].event else None
-    if evaluation is None or evaluation.passed or (
-            evaluation.severity != dg.AssetCheckSeverity.ERROR):
+    """The model version the check's previous evaluation for this tenant failed on with
+    severity ERROR, if that previous evaluation was such a breach."""
+    found = check_history.evaluations(instance, check, tenant.key, limit=1)
+    if not found or not check_history.is_breach(found[0][1]):
         return None
-    return str(evaluation.metadata["model_version"].value)
+    return str(found[0][1].metadata["model_version"].value)
 
 
 def alert(events: LifecycleEvents, instance: dg.DagsterInstance, tenant: Tenant,
@@ -210,7 +122,7 @@ def alert(events: LifecycleEvents, instance: dg.DagsterInstance, tenant: Tenant,
     partitions_def=tenant_partitions,
     group_name="monitoring",
     kinds={"numpy", "parquet", "kafka"},  # kafka: drift and quality alerts
-    deps=["deployed_endpoint"],  # reads the log the endpoint writes, not its output
+    deps=[names.DEPLOYED_ENDPOINT],  # reads the log the endpoint writes, not its output
     check_specs=CHECK_SPECS,
 )
 def model_monitoring(
@@ -225,7 +137,7 @@ def model_monitoring(
     rate, mean prediction) held to its thresholds and to the served version's reference
     profile. A breach publishes MODEL_DRIFT_DETECTED or MODEL_QUALITY_DEGRADED once; a canary
     worse than Production is rolled back."""
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     limits = monitoring_policy.for_tenant(tenant)
     object_store.check()
     end = datetime.now(UTC)
@@ -237,8 +149,11 @@ def model_monitoring(
     window = {"window_start": start.isoformat(), "window_end": end.isoformat()}
     canary = newest_version(table, prediction_log.CANARY_ROUTE)
     verdict = canary_outcome(requests, version, canary, limits)
-    rolled_back = verdict.breached and canary_guard.roll_back(ray, mlflow, events, tenant,
-                                                              canary, verdict)
+    rolled_back = verdict.breached and actions.abort_canary(
+        ray, mlflow, events, tenant, canary,
+        reason=f"canary worse than Production on {', '.join(verdict.details['breached'])}",
+        observed={"canary": verdict.details["canary"],
+                  "production": verdict.details["production"]})
 
     published = [o.check for o in outcomes
                  if alert(events, context.instance, tenant, o, version, window)]

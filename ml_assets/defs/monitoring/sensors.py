@@ -5,10 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from ml_assets import prediction_log
-from ml_assets.defs.monitoring.assets import MONITORED_ASSET
-from ml_assets.defs.training.sensors import TRIGGER_TAG
+from ml_assets import names
 from ml_assets.resources.object_store import ObjectStore
+from ml_assets.serving import prediction_log
 from ml_assets.tenants import Tenant, registered_tenants
 
 
@@ -27,7 +26,7 @@ def newest_log_file(object_store: ObjectStore, tenant: Tenant,
 
 @dg.sensor(
     name="prediction_log_sensor",
-    asset_selection=[MONITORED_ASSET],
+    asset_selection=[names.MODEL_MONITORING],
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs model_monitoring for a tenant when its prediction log got new files since "
@@ -43,6 +42,7 @@ def prediction_log_sensor(context: dg.SensorEvaluationContext,
             continue
         cursor[key] = newest
         requests.append(dg.RunRequest(
-            run_key=f"{key}:{newest}", partition_key=key, tags={TRIGGER_TAG: "prediction_log"},
-            asset_selection=[dg.AssetKey(MONITORED_ASSET)]))
+            run_key=f"{key}:{newest}", partition_key=key,
+            tags={names.TRIGGER_TAG: "prediction_log"},
+            asset_selection=[dg.AssetKey(names.MODEL_MONITORING)]))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

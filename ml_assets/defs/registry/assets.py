@@ -4,32 +4,14 @@
 import dagster as dg
 
 from ml_assets import __version__
-from ml_assets.defs.registry import stages
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
+from ml_assets.registry import actions, stages
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.tenants import Tenant
 
 ACTOR = "dagster:registered_model"
-
-
-def register_version(mlflow: MlflowRegistry, tenant: Tenant, model_uri: str,
-                     tags: dict[str, str]):
-    """Create a version of the tenant's registered model, in stage None, with lineage tags."""
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.client()
-    name = tenant.registered_model_name
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, tags={"tenant": tenant.key},
-                                       description=f"Churn classifier of tenant {tenant.key}")
-    # A logged model's URI (models:/m-<id>) must name its id, or the tracking server refuses it.
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    return client.create_model_version(name, source=model_uri, run_id=tags.get("run_id") or None,
-                                       tags={**tags, stages.STAGE_TAG: stages.NONE},
-                                       model_id=model_id)
 
 
 class RegistrationConfig(dg.Config):
@@ -56,7 +38,7 @@ def registered_model(
     """A new version of the tenant's registered model, in Staging (Production with
     `auto_promote`), tagged with its lineage (MLflow run, data version, code version,
     evaluation). Runs only if the blocking `beats_baseline` check passed."""
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     mlflow.tenant_run(tenant, trained_model["run_id"])
     tags = {
         "tenant": tenant.key,
@@ -67,7 +49,7 @@ def registered_model(
         "baseline": evaluation_report["baseline"],
         "holdout_roc_auc": f"{evaluation_report['candidate']['roc_auc']:.4f}",
     }
-    version = register_version(mlflow, tenant, trained_model["model_uri"], tags)
+    version = actions.register_version(mlflow, tenant, trained_model["model_uri"], tags)
     # Registered in stage None is a whole state (internal, never served): if staging fails the
     # version stays there, announced, rather than half-moved.
     events.emit(EventType.MODEL_REGISTERED, tenant, model=version.name,
@@ -75,8 +57,8 @@ def registered_model(
     version = stages.transition(mlflow.client(), events, tenant, version.version, stages.STAGING,
                                 reason="passed beats_baseline", actor=ACTOR)
     if config.auto_promote:
-        version = stages.transition(mlflow.client(), events, tenant, version.version,
-                                    stages.PRODUCTION, reason="auto_promote: passed "
+        version = actions.promote(mlflow.client(), events, tenant, version.version,
+                                  reason="auto_promote: passed "
                                     "beats_baseline", actor=ACTOR)
     stage = stages.stage_of(version)
     return dg.Output(

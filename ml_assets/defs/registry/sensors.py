@@ -4,12 +4,14 @@ import json
 
 import dagster as dg
 
-from ml_assets.defs.registry import stages
-from ml_assets.defs.registry.ledger import production_history
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
+from ml_assets.registry import stages
+from ml_assets.registry.ledger import production_history
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.tenants import Tenant
 
 OBSERVER = "mlflow_stage_change_sensor"
 WATCHED = (stages.PRODUCTION, stages.STAGING)
@@ -42,7 +44,7 @@ def record_outside_move(events: LifecycleEvents, tenant: Tenant, version: str) -
 
 @dg.sensor(
     name=OBSERVER,
-    asset_selection=["deployed_endpoint"],
+    asset_selection=[names.DEPLOYED_ENDPOINT],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls the MLflow registry; when a tenant's Production or Staging version "
@@ -67,7 +69,7 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
         requests.append(dg.RunRequest(
             run_key=f"{key}:" + ",".join(f"{s}={state[s]}" for s in WATCHED),
             partition_key=key,
-            asset_selection=[dg.AssetKey("deployed_endpoint")],
+            asset_selection=[dg.AssetKey(names.DEPLOYED_ENDPOINT)],
             tags={"ml_assets/trigger": OBSERVER},
         ))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

@@ -1,23 +1,23 @@
 """The tenant's live HTTP endpoint: a route on the one multi-tenant Ray Serve application."""
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from ml_assets.defs.registry import stages
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
+from ml_assets.registry import stages
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
-from ml_assets.routing import VERSION_HEADER, Route, get_route, set_route
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.serving.client import input_example, post_json
+from ml_assets.serving.routing import VERSION_HEADER, Route, get_route, set_route
+from ml_assets.tenants import Tenant
 
 
 class DeployConfig(dg.Config):
@@ -30,31 +30,6 @@ class DeployConfig(dg.Config):
         description="percent of request keys sent to the Staging version; 0 aborts a canary, "
         "100 promotes it; default: keep the tenant's current weight")
     smoke_requests: int = Field(20, ge=1, le=1000)
-
-
-def post_json(url: str, body: dict, timeout: float = 30) -> tuple[int, dict, dict]:
-    """(status, headers, json body) of a POST; HTTP errors are returned, not raised."""
-    request = urllib.request.Request(url, json.dumps(body).encode(),
-                                     {"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, dict(exc.headers), json.loads(raw)
-        except json.JSONDecodeError:  # e.g. the Serve proxy's plain-text 404
-            return exc.code, dict(exc.headers), {"error": raw.decode(errors="replace")}
-
-
-def input_example(model_uri: str) -> list[dict]:
-    """The rows the model was logged with, as JSON records: the smoke test's requests."""
-    from mlflow.artifacts import download_artifacts
-    from mlflow.models import Model
-
-    local = download_artifacts(model_uri)
-    example = Model.load(local).load_input_example(local)
-    return json.loads(example.to_json(orient="records"))
 
 
 def version_to_deploy(client, tenant: Tenant, requested: str | None):
@@ -100,8 +75,8 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     """Start the one multi-tenant Serve application unless it runs: tenants share it."""
     from ray import serve
 
-    from ml_assets.predict_request import ROUTE_PREFIX
-    from ml_assets.serve_app import APP_NAME, ChurnService
+    from ml_assets.serving.app import APP_NAME, ChurnService
+    from ml_assets.serving.request import ROUTE_PREFIX
 
     env = serve_endpoint.controller_env()  # applies when this call starts the controller
     serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port},
@@ -143,7 +118,7 @@ def direct_ingress_port(app_name: str, timeout_s: float = 10) -> int | None:
     partitions_def=tenant_partitions,
     group_name="serving",
     kinds={"ray", "feast", "kafka"},  # kafka: MODEL_DEPLOYED
-    deps=["registered_model"],  # reads the registry's state, not the last registration
+    deps=[names.REGISTERED_MODEL],  # reads the registry's state, not the last registration
 )
 def deployed_endpoint(
     context: dg.AssetExecutionContext,
@@ -159,7 +134,7 @@ def deployed_endpoint(
     Production version (else Staging), optionally a Staging canary on a share of request keys,
     its latest features in the online store; smoke-tested over HTTP (p50/p95 in metadata).
     `url` is the replica's own port under direct ingress, `proxy_url` Serve's proxy."""
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     client = mlflow.client()
     version = version_to_deploy(client, tenant, config.version)
     stage = stages.stage_of(version)
@@ -185,7 +160,7 @@ def deployed_endpoint(
                   canary=canary_version(client, tenant, primary, weight), canary_weight=weight)
     set_route(tenant, route)
 
-    from ml_assets.serve_app import APP_NAME  # imported by ensure_app already
+    from ml_assets.serving.app import APP_NAME  # imported by ensure_app already
 
     port = direct_ingress_port(APP_NAME) if serve_endpoint.direct_ingress else None
     url, proxy_url = serve_endpoint.url(tenant, port), serve_endpoint.url(tenant)

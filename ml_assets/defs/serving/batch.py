@@ -6,13 +6,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ml_assets.churn_data import ENTITY, FEATURES, TIMESTAMP
-from ml_assets.defs.registry import stages
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.registry import actions
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.schema import ENTITY, FEATURES, TIMESTAMP
+from ml_assets.tenants import Tenant
 
 
 class BatchConfig(dg.Config):
@@ -43,14 +45,6 @@ class Scorer:
         return batch
 
 
-def production_version(client, tenant: Tenant) -> str:
-    version = stages.version_with_alias(client, tenant, stages.PRODUCTION)
-    if version is None:
-        raise stages.StageTransitionError(
-            f"tenant {tenant.key!r} has no Production model version: promote one first")
-    return str(version.version)
-
-
 def latest_features(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
     """Each customer's features as of the newest activity (a point-in-time join at that time)."""
     activity = pd.read_parquet(feast.activity_path(tenant), columns=[ENTITY, TIMESTAMP])
@@ -64,7 +58,7 @@ def latest_features(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
     partitions_def=tenant_partitions,
     group_name="serving",
     kinds={"ray", "pytorch", "parquet", "s3"},
-    deps=["registered_model"],  # scores with the registry's Production version
+    deps=[names.REGISTERED_MODEL],  # scores with the registry's Production version
 )
 def batch_predictions(
     context: dg.AssetExecutionContext,
@@ -76,8 +70,8 @@ def batch_predictions(
 ) -> dg.Output[dict]:
     """Churn probability of every customer of the tenant, from its latest features, scored by
     the Production version with Ray Data `map_batches`; parquet in the tenant's object store."""
-    tenant = Tenant.from_context(context)
-    version = production_version(mlflow.client(), tenant)
+    tenant = Tenant(context.partition_key)
+    version = actions.production_version(mlflow.client(), tenant)
     object_store.check()
     features = latest_features(feast, tenant)
 

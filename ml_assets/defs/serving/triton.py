@@ -4,11 +4,13 @@ import io
 
 import dagster as dg
 
-from ml_assets.churn_data import FEATURES
-from ml_assets.defs.serving.batch import production_version
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.registry.actions import production_version
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.schema import FEATURES
+from ml_assets.tenants import Tenant
 
 INPUT, OUTPUT = "features", "churn_probability"
 MAX_BATCH = 1024
@@ -50,7 +52,7 @@ def export_onnx(model) -> bytes:
     partitions_def=tenant_partitions,
     group_name="serving",
     kinds={"pytorch", "onnx", "s3"},
-    deps=["registered_model"],  # exports the registry's Production version
+    deps=[names.REGISTERED_MODEL],  # exports the registry's Production version
 )
 def triton_model_repository(
     context: dg.AssetExecutionContext,
@@ -62,7 +64,7 @@ def triton_model_repository(
     point `tritonserver --model-repository` at it for GPU-optimized serving."""
     from mlflow import pytorch as mlflow_pytorch  # `import mlflow.x` would rebind `mlflow`
 
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     version = production_version(mlflow.client(), tenant)
     object_store.check()
     model = mlflow_pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}").eval()

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.settings import load_settings
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.tenants import Tenant
 
 
 def tenants_in_file(text: str) -> list[str]:

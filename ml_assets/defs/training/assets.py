@@ -4,17 +4,18 @@
 import dagster as dg
 import pandas as pd
 
-from ml_assets.churn_data import FEATURES
-from ml_assets.defs.features.assets import content_hash
-from ml_assets.defs.training.config import ExperimentConfig
-from ml_assets.defs.training.progress import streamed_lines
+from ml_assets.data.versions import content_hash
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
-from ml_assets.monitoring import PROFILE_ARTIFACT, reference_profile
+from ml_assets.monitoring.statistics import PROFILE_ARTIFACT, reference_profile
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.schema import FEATURES
+from ml_assets.tenants import Tenant
+from ml_assets.training.config import ExperimentConfig
+from ml_assets.training.progress import streamed_lines
 
 MODEL_TYPE = "pytorch-mlp"
 MODEL_ARTIFACT = "model"
@@ -39,7 +40,7 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
     from mlflow import pytorch as mlflow_pytorch
     from mlflow.models import infer_signature
 
-    from ml_assets.churn_model import ChurnMLP, ChurnModel
+    from ml_assets.training.model import ChurnMLP, ChurnModel
 
     mlp = ChurnMLP(len(FEATURES), config.hidden_sizes, config.dropout)
     mlp.load_state_dict(state["model"])
@@ -102,7 +103,7 @@ def epoch_lines(mlflow: MlflowRegistry, run_id: str, epochs: int) -> list[str]:
 
 def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
     """The newest complete epoch checkpoint an earlier attempt of this run left, if any."""
-    from ml_assets.defs.training.ray_training import STATE_FILE
+    from ml_assets.training.ray_training import STATE_FILE
 
     epochs = sorted(key.rsplit("/", 2)[-2] for key in
                     object_store.list(tenant, "checkpoints", run_name)
@@ -128,9 +129,9 @@ def trained_model(
     """An MLP churn classifier trained with Ray Train (DDP) on the tenant's train split; every
     epoch's validation metrics go to MLflow and its checkpoint to the tenant's object-store
     prefix. The model is logged to MLflow with its signature and preprocessing inside."""
-    from ml_assets.defs.training import ray_training
+    from ml_assets.training import ray_training
 
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     object_store.check()
     if hyperparameter_search["best_config"]:
         config = config.model_copy(update=hyperparameter_search["best_config"])

@@ -4,10 +4,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
 
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.tenants import Tenant
 
 
 class SearchConfig(dg.Config):
@@ -68,10 +69,10 @@ def hyperparameter_search(
     trial is an MLflow child run of one parent run. Disabled: passes nothing on."""
     if not config.enabled:
         return dg.Output({"enabled": False, "best_config": {}}, metadata={"enabled": False})
-    from ml_assets.defs.training import ray_training, search
-    from ml_assets.defs.training.progress import trial_progress
+    from ml_assets.training import ray_training, search
+    from ml_assets.training.progress import trial_progress
 
-    tenant = Tenant.from_context(context)
+    tenant = Tenant(context.partition_key)
     object_store.check()
     name = f"search-{context.run.run_id[:8]}"
     parent = mlflow.start_run(tenant, name, tags={"search": "optuna+asha"})

@@ -5,14 +5,13 @@ import time
 
 import dagster as dg
 
-from ml_assets.defs.monitoring.assets import MONITORED_ASSET
+from ml_assets import names
+from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.monitoring import check_history
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.retrain import RetrainPolicy
-from ml_assets.tenants import Tenant, tenant_partitions
+from ml_assets.tenants import Tenant
 
-RETRAIN_ASSETS = ["training_features", "trained_model", "evaluation_report", "registered_model"]
-TRIGGER_TAG = "ml_assets/trigger"
-REASON_TAG = "ml_assets/retrain_reason"
 RETRAIN = "retrain"
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -28,30 +27,21 @@ def source_version(feast: FeastStore, tenant: Tenant) -> str | None:
 
 def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[str],
                         after_id: int) -> tuple[int, str] | None:
-    """(record id, check name) of the newest breach (failed, severity ERROR) of a monitoring
-    check past after_id; a too-few-rows warning is not a breach."""
-    from dagster._core.event_api import PartitionKeyFilter
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus,
-    )
-
+    """(record id, check name) of the newest breach of a monitoring check past after_id."""
     newest = None
     for name in checks:
-        key = dg.AssetCheckKey(dg.AssetKey(MONITORED_ASSET), name)
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=20, status={AssetCheckExecutionRecordStatus.FAILED},
-            partition_filter=PartitionKeyFilter(key=tenant))
-        breaches = [r for r in records if r.id > after_id and r.event is not None
-                    and r.event.asset_check_evaluation is not None
-                    and r.event.asset_check_evaluation.severity == dg.AssetCheckSeverity.ERROR]
-        if breaches and (newest is None or breaches[0].id > newest[0]):
-            newest = (breaches[0].id, name)
+        breaches = [record_id for record_id, evaluation
+                    in check_history.evaluations(instance, name, tenant, limit=20,
+                                                 failed_only=True)
+                    if record_id > after_id and check_history.is_breach(evaluation)]
+        if breaches and (newest is None or breaches[0] > newest[0]):
+            newest = (breaches[0], name)
     return newest
 
 
 @dg.sensor(
     name="retrain_sensor",
-    asset_selection=RETRAIN_ASSETS,
+    asset_selection=list(names.RETRAIN_ASSETS),
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains a tenant (features -> registered model) when its source data changed "
@@ -63,7 +53,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
     first_tick = context.cursor is None
     cursor: dict[str, dict] = json.loads(context.cursor or "{}")
     active = context.instance.get_runs_count(dg.RunsFilter(
-        tags={TRIGGER_TAG: RETRAIN}, statuses=ACTIVE))
+        tags={names.TRIGGER_TAG: RETRAIN}, statuses=ACTIVE))
     now = time.time()
     requests = []
     for key in context.instance.get_dynamic_partitions(tenant_partitions.name):
@@ -88,6 +78,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
         state.update(source=source, last_request=now,
                      check_id=failed[0] if failed else state["check_id"])
         requests.append(dg.RunRequest(
-            run_key=run_key, partition_key=key, tags={TRIGGER_TAG: RETRAIN, REASON_TAG: reason},
-            asset_selection=[dg.AssetKey(k) for k in RETRAIN_ASSETS]))
+            run_key=run_key, partition_key=key,
+            tags={names.TRIGGER_TAG: RETRAIN, names.REASON_TAG: reason},
+            asset_selection=[dg.AssetKey(k) for k in names.RETRAIN_ASSETS]))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

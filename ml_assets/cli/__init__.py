@@ -1,0 +1,43 @@
+"""`ml-assets`: add tenants, run the local Ray head, run the demo and act on model versions.
+
+One module per command group; each adds its subcommands with `add_commands` and sets the
+function that runs them, which returns what to print."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from ml_assets.cli import api_keys, demo, models, platform, ray_cluster, tenants
+from ml_assets.settings import load_settings
+
+COMMAND_GROUPS = (tenants, ray_cluster, platform, demo, models, api_keys)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="ml-assets", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_commands(commands)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        output = args.run(load_settings(), args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ml-assets: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"ml-assets: {' '.join(exc.cmd[:3])}... failed with exit {exc.returncode}",
+              file=sys.stderr)
+        return 1
+    if output:
+        print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

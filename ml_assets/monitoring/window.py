@@ -1,0 +1,101 @@
+"""A window of a tenant's prediction log held to the served version's reference profile and
+the tenant's limits: the numbers every monitoring check reports."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ml_assets.monitoring import statistics as monitoring
+from ml_assets.registry import stages
+from ml_assets.schema import FEATURES
+from ml_assets.tenants import Tenant
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml_assets.resources.mlflow import MlflowRegistry
+    from ml_assets.resources.monitoring import MonitoringThresholds
+
+LOG_COLUMNS = ["request_id", "ts", "model_version", "route", "status", "latency_ms",
+               "prediction", *FEATURES]
+
+
+def load_profile(mlflow: MlflowRegistry, tenant: Tenant, version: str) -> dict[str, Any] | None:
+    """The reference profile logged with the tenant's model version, None if it has none."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = stages.model_version(mlflow.client(), tenant, version).run_id
+    if not run_id:
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            path = mlflow.client().download_artifacts(run_id, monitoring.PROFILE_ARTIFACT,
+                                                      directory)
+        except (MlflowException, OSError):
+            return None
+        return monitoring.validate_profile(json.loads(Path(path).read_text()))
+
+
+def newest_version(table: pa.Table, route: str) -> str | None:
+    """The version of the newest request the route answered in the window."""
+    import pyarrow.compute as pc
+
+    production = table.filter(pc.and_(pc.equal(table["route"], route),
+                                      pc.is_valid(table["model_version"])))
+    if not len(production):
+        return None
+    newest = pc.index(production["ts"], pc.max(production["ts"])).as_py()
+    return production["model_version"][newest].as_py()
+
+
+def scored_columns(table: pa.Table, version: str) -> dict[str, np.ndarray]:
+    """Prediction and feature columns of the version's successful rows."""
+    import pyarrow.compute as pc
+
+    rows = table.filter(pc.and_(pc.equal(table["model_version"], version),
+                                pc.is_valid(table["prediction"])))
+    return {name: rows[name].to_numpy().astype(np.float64) for name in ["prediction", *FEATURES]}
+
+
+def evaluate(table: pa.Table, profile: dict[str, Any] | None, version: str | None,
+             limits: MonitoringThresholds) -> tuple[monitoring.Requests, list[monitoring.Outcome]]:
+    """The requests of a log window and the four checks' outcomes on it."""
+    requests = monitoring.Requests.from_log(table)
+    outcomes = [
+        monitoring.latency_p95(requests, limits.latency_p95_sla_ms, limits.min_requests),
+        monitoring.error_rate(requests, limits.max_error_rate, limits.min_requests),
+    ]
+    if profile is None:
+        reason = (f"version {version} has no reference profile" if version
+                  else "no request answered by the production route in the window")
+        outcomes += [monitoring.Outcome(check, passed=False, observed=None, threshold=threshold,
+                                        rows=0, enough_data=False, details={"reason": reason})
+                     for check, threshold in ((monitoring.PREDICTION_DRIFT,
+                                               limits.prediction_shift_sigmas),
+                                              (monitoring.FEATURE_DRIFT,
+                                               limits.feature_drift_alpha))]
+        return requests, outcomes
+    columns = scored_columns(table, version)
+    predictions = columns.pop("prediction")
+    outcomes += [
+        monitoring.prediction_drift(predictions, profile["prediction"],
+                                    limits.prediction_shift_sigmas, limits.min_rows),
+        monitoring.feature_drift(columns, profile["features"], limits.feature_drift_alpha,
+                                 limits.feature_drift_min_psi, limits.min_rows),
+    ]
+    return requests, outcomes
+
+
+def canary_outcome(requests: monitoring.Requests, production: str | None, canary: str | None,
+                   limits: MonitoringThresholds) -> monitoring.Outcome:
+    if canary is None or production is None:
+        return monitoring.Outcome(monitoring.CANARY_HEALTH, passed=True, observed=None,
+                                  threshold=limits.max_error_rate, rows=0, details={
+                                      "reason": "no canary took traffic in the window"})
+    return monitoring.canary_health(requests, production, canary, limits.max_error_rate,
+                                    limits.latency_p95_sla_ms, limits.min_requests)

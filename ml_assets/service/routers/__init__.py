@@ -1,0 +1,1 @@
+"""The ML Service API's routes, one module per resource."""

@@ -1,0 +1,144 @@
+"""The request and response bodies of the ML Service API, and the checks its inputs get beyond
+those of the configs they carry."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, get_args
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from ml_assets.training.config import ExperimentConfig
+
+
+def _declare_layer_check(schema: dict[str, Any]) -> None:
+    # ExperimentConfig checks the layer sizes in a validator, which the generated JSON schema
+    # cannot see: say it in the spec so clients (and the fuzzer) know.
+    schema["properties"]["hidden_sizes"].update(
+        minItems=1, items={"type": "integer", "minimum": 1})
+
+
+def _takes_ints(annotation: Any) -> bool:
+    return annotation is int or any(_takes_ints(arg) for arg in get_args(annotation))
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return [_integral(item) for item in value] if isinstance(value, list) else value
+
+
+class ExperimentRequest(ExperimentConfig):
+    """The `trained_model` config the assets take: same fields, same checks. Unknown fields,
+    non-finite numbers and values of the wrong JSON type (`true` or `"3"` for an int) are
+    refused here, not coerced into a run."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True,
+                              json_schema_extra=_declare_layer_check)
+    # chaos testing makes a worker raise: for the test suite, never for a client of the API
+    fault_injection_epoch: None = Field(None, description="not settable through the API")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats_are_ints(cls, data: Any) -> Any:
+        # JSON Schema counts 3.0 as an integer; strict mode alone would refuse it
+        if not isinstance(data, dict):
+            return data
+        ints = {name for name, field in cls.model_fields.items()
+                if _takes_ints(field.annotation)}
+        return {key: _integral(value) if key in ints else value for key, value in data.items()}
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str = Field(min_length=3, max_length=500, description="recorded in the ledger")
+
+
+class Links(BaseModel):
+    dagster_run: str
+    mlflow_experiment: str | None = Field(description="None when MLflow has no web UI here")
+
+
+class ExperimentLaunched(BaseModel):
+    tenant: str
+    run_id: str
+    status: str
+    replayed: bool = Field(description="an earlier request with this Idempotency-Key made it")
+    mlflow_experiment_id: str
+    links: Links
+
+
+class MlflowRunInfo(BaseModel):
+    run_id: str
+    status: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+
+
+class RunStatus(BaseModel):
+    tenant: str
+    run_id: str
+    job: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    experiment_config: dict[str, Any] | None
+    mlflow: MlflowRunInfo | None
+    links: Links
+
+
+class ModelVersionInfo(BaseModel):
+    name: str
+    version: str
+    stage: str
+    aliases: list[str]
+    created_at: datetime
+    metrics: dict[str, float]
+    lineage: dict[str, str]
+
+
+class ProductionSpellInfo(BaseModel):
+    version: str
+    since: datetime
+    until: datetime | None
+    promoted_by: str
+    reason: str
+
+
+class PromotionHistory(BaseModel):
+    tenant: str
+    spells: list[ProductionSpellInfo]
+    at: datetime | None = None
+    production_at: str | None = Field(None, description="the Production version at `at`")
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str]
+
+
+def _iso_time(value: Any) -> Any:
+    # pydantic also reads a number as a Unix time; the API takes ISO 8601 only
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an ISO 8601 time with offset, like 2026-11-26T10:00:00Z")
+    return value
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_time)]
+
+
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt `at` is an error, not ignored
+
+    at: IsoTime | None = Field(None, description="ISO time with offset: which version was "
+                               "Production then")

@@ -1,0 +1,198 @@
+"""The one Ray Serve application answering every tenant: POST /v1/{tenant}/predict.
+
+A tenant costs a model load, not a replica: models are multiplexed per (tenant, version), the
+version is picked by the tenant's route (routing.py), never by the client. Imported only by
+the serving code: ray.serve, mlflow, torch and feast are slow to import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+import uuid
+from typing import Any
+
+import torch
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ml_assets.data.feature_store import TenantFeatureStore
+from ml_assets.data.object_store import ObjectStoreClient
+from ml_assets.schema import ENTITY, FEATURES
+from ml_assets.serving import prediction_log
+from ml_assets.serving.request import (
+    RequestError,
+    parse_body,
+    tenant_of,
+    validate_customer_ids,
+    validate_rows,
+)
+from ml_assets.serving.routing import KEY_HEADER, ROUTE_HEADER, VERSION_HEADER, Route, route_table
+from ml_assets.tenants import Tenant
+
+APP_NAME = "churn"
+MODELS_PER_REPLICA = 32  # ~100 KB each: a replica holds every tenant's live versions
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=256,
+    logging_config={"enable_access_log": False},  # one log line per request costs ~1 ms here
+)
+class ChurnService:
+    """Scores feature rows (or customers' online features) with the version the tenant's route
+    picks, and appends every request to the tenant's prediction log off the request path."""
+
+    async def __init__(self, feast: dict, object_store: dict, log_flush_s: float = 2.0) -> None:
+        self.feast = TenantFeatureStore(**feast)
+        self.object_store = ObjectStoreClient(**object_store)
+        self.log_flush_s = log_flush_s
+        self.routes: dict[str, Route] = {}
+        self.routes_version = -1
+        self.feature_stores: dict[str, Any] = {}
+        self.log_buffer: dict[str, list[dict]] = {}
+        self.load_lock = threading.Lock()
+        await self._refresh_routes(timeout_s=0)
+        self.background = [asyncio.create_task(self._follow_routes()),
+                           asyncio.create_task(self._flush_periodically())]
+
+    async def _refresh_routes(self, timeout_s: float) -> None:
+        version, routes = await route_table().wait_newer.remote(self.routes_version, timeout_s)
+        self.routes = {tenant: Route(**route) for tenant, route in routes.items()}
+        self.routes_version = version
+
+    async def _follow_routes(self) -> None:
+        while True:
+            try:
+                await self._refresh_routes(timeout_s=30)
+            except Exception:  # noqa: BLE001 - keep serving the last routes; retry shortly
+                logger.exception("route table unreachable")
+                await asyncio.sleep(1)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.log_flush_s)
+            try:
+                await self.flush_log()
+            except Exception:  # noqa: BLE001 - the buffer is kept and written next time
+                logger.exception("prediction log flush failed")
+
+    async def flush_log(self) -> int:
+        """Write the buffered log rows, one parquet file per tenant; how many rows."""
+        buffered, self.log_buffer = self.log_buffer, {}
+        written = 0
+        for tenant, records in buffered.items():
+            try:
+                await asyncio.to_thread(prediction_log.write, self.object_store, Tenant(tenant),
+                                        records)
+                written += len(records)
+            except Exception:
+                self.log_buffer.setdefault(tenant, []).extend(records)  # nothing is lost
+                raise
+        return written
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica gracefully: write what is still buffered
+        for tenant, records in getattr(self, "log_buffer", {}).items():
+            try:
+                prediction_log.write(self.object_store, Tenant(tenant), records)
+            except Exception:  # noqa: BLE001 - shutting down: say it, nothing else to do
+                logger.exception("prediction log rows of %s lost at shutdown", tenant)
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str) -> torch.nn.Module:
+        """The model of "tenant/version", loaded once per replica (LRU beyond the cap)."""
+        tenant, version = model_id.split("/")
+        route = self.routes[tenant]
+        return await asyncio.to_thread(self._load_blocking, tenant, version, route.registry_uri)
+
+    def _load_blocking(self, tenant: str, version: str, registry_uri: str) -> torch.nn.Module:
+        import mlflow
+        import mlflow.pytorch
+
+        # mlflow resolves models:/ sources through its process-wide URIs (download_artifacts'
+        # tracking_uri is not passed down): set them and load under one lock
+        with self.load_lock:
+            mlflow.set_tracking_uri(registry_uri)
+            mlflow.set_registry_uri(registry_uri)
+            uri = f"models:/{Tenant(tenant).registered_model_name}/{version}"
+            return mlflow.pytorch.load_model(uri).eval()
+
+    def _online_rows(self, tenant: str, customer_ids: list[int]) -> list[list[float]]:
+        store = self.feature_stores.get(tenant)
+        if store is None:
+            store = self.feature_stores[tenant] = self.feast.store(Tenant(tenant))
+        columns = self.feast.online_features(store, customer_ids)
+        rows = [[columns[name][i] for name in FEATURES] for i in range(len(customer_ids))]
+        unknown = [cid for cid, row in zip(customer_ids, rows, strict=True)
+                   if all(v is None for v in row)]
+        if unknown:
+            raise RequestError(404, f"no online features for customer_ids {unknown[:10]}")
+        return [[math.nan if v is None else float(v) for v in row] for row in rows]
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        tenant, version, route = None, None, None
+        headers: dict[str, str] = {}
+        customer_ids: list[int | None] = [None]
+        matrix: list[list[float]] = []
+        try:
+            if request.method != "POST":
+                raise RequestError(405, "use POST /v1/{tenant}/predict")
+            tenant = tenant_of(request.url.path)
+            if tenant not in self.routes:
+                raise RequestError(404, f"unknown tenant {tenant!r}")
+            try:
+                body = await request.json()
+            except ValueError as exc:
+                raise RequestError(422, f"body is not JSON: {exc}") from None
+            field, items = parse_body(body)
+            key = body.get("key") or request.headers.get(KEY_HEADER)
+            if field == "customer_ids":
+                customer_ids = validate_customer_ids(items)
+                key = key or str(customer_ids[0])
+            else:
+                matrix = validate_rows(items)
+            version, route = self.routes[tenant].pick(tenant, None if key is None else str(key))
+            headers = {VERSION_HEADER: version, ROUTE_HEADER: route}
+            try:
+                model = await self.get_model(f"{tenant}/{version}")
+            except Exception as exc:  # noqa: BLE001 - this tenant's model only; others serve
+                logger.exception("model %s/%s failed to load", tenant, version)
+                raise RequestError(503, f"model version {version} of tenant {tenant!r} "
+                                        f"failed to load: {type(exc).__name__}") from None
+            if field == "customer_ids":
+                matrix = await asyncio.to_thread(self._online_rows, tenant, customer_ids)
+            with torch.no_grad():
+                predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
+        except RequestError as exc:
+            if tenant in self.routes:  # unknown tenants have no log to write to
+                self._log(tenant, version, route, exc.status, started, [None], [], [None])
+            return JSONResponse({"error": str(exc)}, exc.status, headers=headers)
+        self._log(tenant, version, route, 200, started, customer_ids, matrix, predictions)
+        return JSONResponse(
+            {"tenant": tenant, "model_version": version, "route": route,
+             "predictions": predictions},
+            headers=headers,
+        )
+
+    def _log(self, tenant: str, version: str | None, route: str | None, status: int,
+             started: float, customer_ids: list, matrix: list, predictions: list) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        request = {"request_id": uuid.uuid4().hex, "ts": time.time_ns() // 1000, "tenant": tenant,
+                   "model_version": version, "route": route, "status": status,
+                   "latency_ms": latency_ms}
+        rows = self.log_buffer.setdefault(tenant, [])
+        for i, prediction in enumerate(predictions):
+            values = matrix[i] if matrix else [None] * len(FEATURES)
+            row = dict(zip(FEATURES, (None if v is None or math.isnan(v) else v
+                                      for v in values), strict=True))
+            cid = customer_ids[i] if len(customer_ids) > i else None
+            rows.append({**request, ENTITY: cid, "prediction": prediction, **row})
+

@@ -1,0 +1,119 @@
+"""Per-tenant traffic routes of the one Serve application: which versions answer, canary split.
+
+The routes live in one named Ray actor, so a change for one tenant is atomic, never a
+read-modify-write of the whole app's config, and reaches every Serve replica by long-poll in
+milliseconds without restarting it (a redeploy with a new `user_config` restarts replicas:
+Serve gives imperative `serve.run` a random code version each time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+from pydantic import BaseModel, Field, model_validator
+
+from ml_assets.serving.prediction_log import CANARY_ROUTE, PRODUCTION_ROUTE
+from ml_assets.tenants import Tenant
+
+VERSION_HEADER = "x-model-version"  # every response names the version that answered
+ROUTE_HEADER = "x-model-route"  # and whether it was the production or the canary route
+KEY_HEADER = "x-routing-key"  # the request key the canary split hashes (else body "key")
+ROUTE_TABLE_NAME = "ml_assets_route_table"
+NAMESPACE = "ml_assets"
+
+
+class RouteError(ValueError):
+    """A route that cannot be set: no canary version, an undeployed tenant, a bad weight."""
+
+
+class Route(BaseModel, frozen=True):
+    """Which registered versions of one tenant answer, and the canary's share of keys."""
+
+    registry_uri: str = Field(description="the MLflow registry the versions live in")
+    primary: str = Field(description="the version most traffic goes to (Production)")
+    canary: str | None = Field(None, description="the version under test (Staging)")
+    canary_weight: int = Field(0, ge=0, le=100, description="percent of keys sent to canary")
+
+    @model_validator(mode="after")
+    def _canary_needs_a_version(self) -> Route:
+        if self.canary_weight and self.canary is None:
+            raise RouteError(f"canary weight {self.canary_weight} without a canary version")
+        if self.canary is not None and self.canary == self.primary:
+            raise RouteError(f"version {self.canary} cannot be its own canary")
+        return self
+
+    def pick(self, tenant: str, key: str | None) -> tuple[str, str]:
+        """(version, route) for a request: one key always lands on the same version."""
+        if self.canary is None or self.canary_weight == 0:
+            return self.primary, PRODUCTION_ROUTE
+        bucket = key_bucket(tenant, key) if key is not None else random.randrange(100)
+        if bucket < self.canary_weight:
+            return self.canary, CANARY_ROUTE
+        return self.primary, PRODUCTION_ROUTE
+
+
+def key_bucket(tenant: str, key: str) -> int:
+    """A stable bucket 0-99 per (tenant, key); salted by tenant so tenants split independently."""
+    digest = hashlib.blake2b(f"{tenant}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 100
+
+
+class RouteTable:
+    """The Ray actor holding every tenant's route; replicas long-poll it for changes."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, dict] = {}
+        self.version = 0
+        self.changed = asyncio.Event()
+
+    async def set(self, tenant: str, route: dict | None) -> int:
+        if route is None:
+            self.routes.pop(tenant, None)
+        else:
+            self.routes[tenant] = route
+        self.version += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return self.version
+
+    async def get(self, tenant: str) -> dict | None:
+        return self.routes.get(tenant)
+
+    async def wait_newer(self, seen: int, timeout_s: float) -> tuple[int, dict[str, dict]]:
+        """The table once its version passes `seen` (or after timeout_s): a long-poll."""
+        if self.version <= seen:
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout_s)
+            except TimeoutError:
+                pass
+        return self.version, dict(self.routes)
+
+
+def route_table():
+    """The cluster's route table actor, created on first use; needs a Ray connection."""
+    import ray
+
+    return (
+        ray.remote(RouteTable)
+        .options(name=ROUTE_TABLE_NAME, namespace=NAMESPACE, lifetime="detached",
+                 get_if_exists=True, num_cpus=0)
+        .remote()
+    )
+
+
+def get_route(tenant: Tenant) -> Route | None:
+    import ray
+
+    found = ray.get(route_table().get.remote(tenant.key))
+    return None if found is None else Route(**found)
+
+
+def set_route(tenant: Tenant, route: Route | None) -> int:
+    """Set (or with None remove) the tenant's route; the table version after the change."""
+    import ray
+
+    return ray.get(route_table().set.remote(
+        tenant.key, None if route is None else route.model_dump()))
+

@@ -1,0 +1,1 @@
+"""Tests against real servers (S3, Kafka, MLflow, PostgreSQL, Redis) and a Ray cluster."""

@@ -1,0 +1,215 @@
+"""The closed loop on real servers: a drifted prediction log on S3 -> model_monitoring (Dagster on
+PostgreSQL, reference profile from the MLflow server) -> failed check -> one event on Kafka ->
+one retrain run requested, for that tenant only."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from ml_assets.defs.monitoring.assets import model_monitoring
+from ml_assets.defs.training.sensors import retrain_sensor
+from ml_assets.events import EventType, read_events
+from ml_assets.monitoring import statistics as monitoring
+from ml_assets.monitoring.window import load_profile
+from ml_assets.names import MODEL_MONITORING, REASON_TAG, RETRAIN_ASSETS
+from ml_assets.registry import stages
+from ml_assets.registry.actions import register_version
+from ml_assets.resources import bootstrap, build_resources
+from ml_assets.resources.retrain import RetrainPolicy
+from ml_assets.serving import prediction_log
+from ml_assets.settings import load_settings
+from ml_assets.tenants import Tenant
+from ml_assets_testing import synthetic_log
+from ml_assets_testing.synthetic_log import LogSpec
+from ml_assets_tests.conftest import S3_KEYS, log_untrained_models, postgres_instance
+
+DRIFTING, STEADY = Tenant("drifting"), Tenant("steady")
+BUCKET = "ml-assets-monitoring"
+
+
+@pytest.fixture(scope="module")
+def dagster_postgres(tmp_path_factory):
+    """A Dagster instance from deploy/dagster.yaml, on a fresh PostgreSQL database."""
+    home = tmp_path_factory.mktemp("dagster-home")
+    with postgres_instance(home, [DRIFTING.key, STEADY.key]) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def server_resources(s3_endpoint, mlflow_server, broker, tmp_path_factory):
+    """The resources the settings give on the server path, and a served version per tenant
+    (drifting has two) whose MLflow run holds the reference profile."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ML_ASSETS_S3_ACCESS_KEY", S3_KEYS["AWS_ACCESS_KEY_ID"])
+        env.setenv("ML_ASSETS_S3_SECRET_KEY", S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+        resources = build_resources(load_settings({
+            "ML_ASSETS_STATE_DIR": str(tmp_path_factory.mktemp("monitoring-state")),
+            "MLFLOW_TRACKING_URI": mlflow_server,
+            "ML_ASSETS_S3_ENDPOINT": s3_endpoint,
+            "ML_ASSETS_S3_BUCKET": BUCKET,
+            "ML_ASSETS_KAFKA_BOOTSTRAP": broker.bootstrap,
+        }))
+        broker.start()
+        bootstrap(resources)
+        assert register_with_profiles(resources["mlflow"], DRIFTING, 2) == ["1", "2"]
+        assert register_with_profiles(resources["mlflow"], STEADY, 1) == ["1"]
+        yield resources
+        broker.kill()
+
+
+def register_with_profiles(mlflow, tenant: Tenant, count: int) -> list[str]:
+    """Registered versions of real (untrained) models, each run holding a reference profile."""
+    client = mlflow.client()
+    versions = []
+    for uri in log_untrained_models(mlflow, [tenant.key], count=count)[tenant.key]:
+        run_id = client.get_logged_model(uri.removeprefix("models:/")).source_run_id
+        client.log_dict(run_id, synthetic_log.reference(tenant.key), monitoring.PROFILE_ARTIFACT)
+        versions.append(str(register_version(mlflow, tenant, uri, {"run_id": run_id}).version))
+    return versions
+
+
+def write_log(resources: dict, tenant: Tenant, spec: LogSpec) -> None:
+    table = synthetic_log.generate(tenant.key, spec)
+    prediction_log.write(resources["object_store"], tenant, table.to_pylist())
+
+
+def monitor(instance, resources, tenant: Tenant) -> dict[str, dg.AssetCheckEvaluation]:
+    """model_monitoring for the tenant; its check evaluations by name."""
+    result = dg.materialize([model_monitoring], partition_key=tenant.key, instance=instance,
+                            resources=resources)
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def tick(instance, cursor, resources, policy: RetrainPolicy) -> dg.SensorResult:
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+            "feast": resources["feast"], "retrain_policy": policy}) as context:
+        return retrain_sensor(context)
+
+
+def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, server_resources):
+    instance, resources = dagster_postgres, server_resources
+    policy = RetrainPolicy(cooldown_minutes=60)
+    cursor = tick(instance, None, resources, policy).cursor
+    write_log(resources, DRIFTING, LogSpec(version="1", prediction_shift=3.0))
+    write_log(resources, STEADY, LogSpec(version="1", seed=12))
+    # hours-old drift of steady: outside the window, it must not count
+    write_log(resources, STEADY, LogSpec(version="1", prediction_shift=3.0, seed=13,
+                                         end=datetime.now(UTC) - timedelta(hours=3)))
+
+    drifting = monitor(instance, resources, DRIFTING)
+    steady = monitor(instance, resources, STEADY)
+    assert set(drifting) == set(steady) == {
+        monitoring.PREDICTION_DRIFT, monitoring.FEATURE_DRIFT, monitoring.LATENCY_P95,
+        monitoring.ERROR_RATE, monitoring.CANARY_HEALTH}
+    assert "no canary" in steady[monitoring.CANARY_HEALTH].description
+    failed = drifting[monitoring.PREDICTION_DRIFT]
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    assert failed.metadata["observed"].value == pytest.approx(3.0, abs=0.2)
+    assert failed.metadata["threshold"].value == 2.0
+    assert failed.metadata["rows"].value == 2000
+    assert {"window_start", "window_end", "basis", "ks_p_value"} <= set(failed.metadata)
+    assert all(e.passed for name, e in drifting.items() if name != monitoring.PREDICTION_DRIFT)
+    assert all(e.passed for e in steady.values())
+    assert steady[monitoring.PREDICTION_DRIFT].metadata["rows"].value == 2000
+
+    materialization = instance.get_latest_materialization_event(
+        dg.AssetKey(MODEL_MONITORING)).asset_materialization
+    assert materialization.partition == STEADY.key
+    assert {"throughput_rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+            "error_rate", "requests"} <= set(materialization.metadata)
+    assert materialization.metadata["throughput_rps"].value > 0
+
+    assert not monitor(instance, resources, DRIFTING)[monitoring.PREDICTION_DRIFT].passed
+    outbox = resources["events"].outbox()
+    alerts = [e for e in outbox.events(DRIFTING.key) if e.type == EventType.MODEL_DRIFT_DETECTED]
+    assert len(alerts) == 1  # the re-run of the same breach published nothing more
+    assert alerts[0].data["check"] == monitoring.PREDICTION_DRIFT
+    assert alerts[0].data["model_version"] == "1"
+    assert [e for e in outbox.events(STEADY.key)] == []
+    on_kafka = read_events(resources["events"].kafka_bootstrap, tenant=DRIFTING.key)
+    assert [e.id for e in on_kafka if e.type == EventType.MODEL_DRIFT_DETECTED] == [alerts[0].id]
+
+    result = tick(instance, cursor, resources, policy)
+    assert [(r.partition_key, r.tags[REASON_TAG]) for r in result.run_requests] == [
+        (DRIFTING.key, f"check {monitoring.PREDICTION_DRIFT} failed")]
+    assert {k.to_user_string() for k in result.run_requests[0].asset_selection} == set(
+        RETRAIN_ASSETS)
+    monitor(instance, resources, DRIFTING)  # still drifting: cooldown holds the next retrain
+    assert tick(instance, result.cursor, resources, policy).run_requests == []
+    assert json.loads(result.cursor)[STEADY.key]["last_request"] == 0.0
+
+
+def test_errors_and_slow_requests_publish_quality_events(dagster_postgres, server_resources):
+    instance, resources = dagster_postgres, server_resources
+    write_log(resources, DRIFTING, LogSpec(version="2", requests=3000, seed=21,
+                                           error_share=0.03, slow_share=0.2))
+    found = monitor(instance, resources, DRIFTING)
+    for name in (monitoring.ERROR_RATE, monitoring.LATENCY_P95):
+        assert not found[name].passed and found[name].severity == dg.AssetCheckSeverity.ERROR
+    assert found[monitoring.ERROR_RATE].metadata["observed"].value > 0.01
+    assert found[monitoring.LATENCY_P95].metadata["observed"].value > 50.0
+    degraded = [e.data["check"] for e in resources["events"].outbox().events(DRIFTING.key)
+                if e.type == EventType.MODEL_QUALITY_DEGRADED]
+    assert sorted(degraded) == sorted([monitoring.ERROR_RATE, monitoring.LATENCY_P95])
+
+
+def test_a_tenant_reaches_neither_the_log_nor_the_versions_of_another(dagster_postgres,
+                                                                     server_resources):
+    instance, resources = dagster_postgres, server_resources
+    mlflow = resources["mlflow"]
+    assert load_profile(mlflow, DRIFTING, "2") is not None
+    with pytest.raises(stages.StageTransitionError, match="tenant 'steady' has no model version"):
+        load_profile(mlflow, STEADY, "2")  # drifting's version 2: steady has only version 1
+    write_log(resources, STEADY, LogSpec(version="2", seed=31))
+    with pytest.raises(stages.StageTransitionError, match="tenant 'steady' has no model version"):
+        monitor(instance, resources, STEADY)
+    with pytest.raises(ValueError, match="records of tenants"):
+        prediction_log.write(resources["object_store"], STEADY,
+                             synthetic_log.generate(DRIFTING.key, LogSpec(requests=5)).to_pylist())
+
+
+def test_a_canary_with_5_percent_errors_is_rolled_back_and_production_kept(
+        dagster_postgres, server_resources, ray_cluster):
+    from ml_assets.serving import routing
+
+    instance, resources = dagster_postgres, server_resources
+    mlflow, events = resources["mlflow"], resources["events"]
+    client = mlflow.client()
+    canaried = Tenant("canaried")
+    instance.add_dynamic_partitions("tenant", [canaried.key])
+    production, canary = register_with_profiles(mlflow, canaried, 2)
+    for version, stage in ((production, stages.STAGING), (production, stages.PRODUCTION),
+                           (canary, stages.STAGING)):
+        stages.transition(client, events, canaried, version, stage, "test", "pytest")
+    routing.set_route(canaried, routing.Route(registry_uri=mlflow.tracking_uri,
+                                              primary=production, canary=canary,
+                                              canary_weight=20))
+    other = routing.Route(registry_uri=mlflow.tracking_uri, primary="1", canary="2",
+                          canary_weight=20)
+    routing.set_route(DRIFTING, other)  # another tenant's canary: not this log's business
+    end = datetime.now(UTC)
+    write_log(resources, canaried, LogSpec(version=production, requests=4000, seed=41, end=end))
+    write_log(resources, canaried, LogSpec(version=canary, requests=400, seed=42, end=end,
+                                           route=prediction_log.CANARY_ROUTE, error_share=0.05))
+
+    found = monitor(instance, resources, canaried)
+    guard = found[monitoring.CANARY_HEALTH]
+    assert not guard.passed and guard.severity == dg.AssetCheckSeverity.ERROR
+    assert guard.metadata["breached"].value == ["error_rate"]
+    assert guard.metadata["canary"].value["version"] == canary
+    assert guard.metadata["canary"].value["error_rate"] > 0.03
+    assert found[monitoring.ERROR_RATE].passed  # < 1 % over all of the tenant's requests
+    assert routing.get_route(canaried) == routing.Route(registry_uri=mlflow.tracking_uri,
+                                                        primary=production)
+    assert stages.stage_of(stages.model_version(client, canaried, canary)) == stages.ARCHIVED
+    assert stages.stage_of(stages.model_version(client, canaried, production)) == (
+        stages.PRODUCTION)
+    assert routing.get_route(DRIFTING) == other
+
+    monitor(instance, resources, canaried)  # the same window again: nothing left to roll back
+    rolled_back = [e for e in events.outbox().events(canaried.key)
+                   if e.type == EventType.CANARY_ROLLED_BACK]
+    assert [(e.data["version"], e.data["production_version"]) for e in rolled_back] == [
+        (canary, production)]

@@ -1,0 +1,1 @@
+"""Quick tests: no server, no Ray; `make test-unit` runs them alone."""
