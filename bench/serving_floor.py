@@ -13,7 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ml_assets.serving.request import RequestError, parse_body, tenant_of, validate_rows
+from ml_assets.serving.request import (
+    RequestError,
+    decode_json,
+    parse_body,
+    tenant_of,
+    validate_rows,
+)
 
 model = mlflow.pytorch.load_model(os.environ["MODEL_URI"]).eval()
 VERSION = os.environ["MODEL_URI"].rsplit("/", 1)[-1]
@@ -22,7 +28,7 @@ VERSION = os.environ["MODEL_URI"].rsplit("/", 1)[-1]
 async def predict(request: Request) -> JSONResponse:
     try:
         tenant = tenant_of(request.url.path)
-        _, rows = parse_body(await request.json())
+        _, rows = parse_body(decode_json(await request.body()))
         matrix = validate_rows(rows)
     except RequestError as exc:
         return JSONResponse({"error": str(exc)}, exc.status)

@@ -36,6 +36,7 @@ class EventType(StrEnum):
     MODEL_DRIFT_DETECTED = "MODEL_DRIFT_DETECTED"
     MODEL_QUALITY_DEGRADED = "MODEL_QUALITY_DEGRADED"  # latency or error rate over its limit
     CANARY_ROLLED_BACK = "CANARY_ROLLED_BACK"
+    MODEL_STAGE_REVERTED = "MODEL_STAGE_REVERTED"  # an alias moved outside onto a refused version
 
 
 class LifecycleEvent(BaseModel):

@@ -21,6 +21,8 @@ RETRAIN_ASSETS = (TRAINING_FEATURES, TRAINED_MODEL, EVALUATION_REPORT, REGISTERE
 
 # the blocking promotion gate on evaluation_report (monitoring's checks: monitoring/statistics)
 BEATS_BASELINE = "beats_baseline"
+# the baseline a tenant's candidate is held to while it has no Production version
+REFERENCE_BASELINE = "logistic_regression_reference"
 
 CHURN_MODEL_JOB = "churn_model_job"
 PROMOTE_MODEL_JOB = "promote_model"

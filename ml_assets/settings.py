@@ -29,6 +29,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_rate_limit_per_minute: int = 120
+    predict_rate_limit_per_minute: int = 600_000  # per key at the Serve replica: 10,000/s
     dagster_url: str = "http://127.0.0.1:3000"  # the webserver: GraphQL API and UI
     mlflow_ui_url: str | None = None
     executor: str = "multiprocess"  # or "k8s": every step its own Kubernetes Job (deploy/)
@@ -105,6 +106,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         api_host=env.get("ML_ASSETS_API_HOST", "127.0.0.1"),
         api_port=int(env.get("ML_ASSETS_API_PORT", "8000")),
         api_rate_limit_per_minute=int(env.get("ML_ASSETS_API_RATE_LIMIT", "120")),
+        predict_rate_limit_per_minute=int(env.get("ML_ASSETS_PREDICT_RATE_LIMIT", "600000")),
         dagster_url=env.get("ML_ASSETS_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/"),
         # links in API answers; an MLflow server's own URL is its UI
         mlflow_ui_url=env.get("ML_ASSETS_MLFLOW_UI_URL")

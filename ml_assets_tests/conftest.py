@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from ml_assets import schema
 from ml_assets.data import churn_data
 from ml_assets.resources import build_resources
 from ml_assets.settings import Settings, load_settings
@@ -64,6 +63,24 @@ def tenant_data(settings: Settings) -> Path:
     for tenant in TENANTS:
         churn_data.write(tenant, TEST_SPEC, settings.raw_data_dir)
     return settings.raw_data_dir
+
+
+@pytest.fixture(scope="session")
+def predict(settings: Settings) -> Callable[..., tuple[int, dict, dict]]:
+    """post_json with a key of the tenant the URL names (staging scope: both its routes)."""
+    from ml_assets.access.keys import KeyStore, Role
+    from ml_assets.serving.client import post_json
+    from ml_assets.tenants import Tenant
+
+    keys, tokens = KeyStore(settings.api_keys_path), {}
+
+    def call(url: str, body: dict, **kwargs) -> tuple[int, dict, dict]:
+        tenant = url.split("/v1/", 1)[1].split("/", 1)[0]
+        if tenant not in tokens:
+            tokens[tenant] = keys.create(Tenant(tenant), Role.staging)[1]
+        return post_json(url, body, token=tokens[tenant], **kwargs)
+
+    return call
 
 
 @pytest.fixture(scope="session")
@@ -157,49 +174,6 @@ def graph(instance, resources, tenant_data, ray_cluster) -> dict[str, dict[str, 
             for evaluation in result.get_asset_check_evaluations():
                 made[tenant][f"check.{evaluation.check_name}"] = evaluation
     return made
-
-
-def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[str, list[str]]:
-    """Real (untrained) churn models logged to each tenant's experiment: registry tests need
-    model versions, not a 30 s training run."""
-    import mlflow
-    import pandas as pd
-    import torch
-    from mlflow import pytorch as mlflow_pytorch
-
-    from ml_assets.tenants import Tenant
-    from ml_assets.training.model import ChurnMLP, ChurnModel
-
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
-    n = len(schema.FEATURES)
-    example = pd.DataFrame([[1.0] * n], columns=schema.FEATURES)
-    uris: dict[str, list[str]] = {}
-    for key in tenants:
-        run_id = registry.start_run(Tenant(key), "untrained", tags={})
-        for i in range(count):
-            torch.manual_seed(i)
-            model = ChurnModel(ChurnMLP(n, [4], 0.0), torch.zeros(n), torch.zeros(n),
-                               torch.ones(n))
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow_pytorch.log_model(model, name=f"model{i}", input_example=example,
-                                                serialization_format="pickle")
-            uris.setdefault(key, []).append(info.model_uri)
-    return uris
-
-
-def two_versions(mlflow, events, tenant) -> tuple[str, str]:
-    """Two real (untrained) registered versions of the tenant: v1 Production, v2 Staging."""
-    from ml_assets.registry import stages
-    from ml_assets.registry.actions import register_version
-
-    uris = log_untrained_models(mlflow, [tenant.key], count=2)[tenant.key]
-    v1, v2 = (str(register_version(mlflow, tenant, uri, {"run_id": ""}).version) for uri in uris)
-    client = mlflow.client()
-    for version in (v1, v2):
-        stages.transition(client, events, tenant, version, stages.STAGING, "test", "pytest")
-    stages.transition(client, events, tenant, v1, stages.PRODUCTION, "test", "pytest")
-    return v1, v2
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ml_assets.access.keys import KeyStore, Role
 from ml_assets.cli.common import instance
 from ml_assets.settings import Settings
 from ml_assets.tenants import Tenant, registered_tenants
@@ -11,8 +12,6 @@ from ml_assets.tenants import Tenant, registered_tenants
 
 def api_key_command(settings: Settings, args: argparse.Namespace) -> str:
     """Create (for a registered tenant), list or revoke ML Service API keys."""
-    from ml_assets.service.keys import KeyStore, Role
-
     keys = KeyStore(settings.api_keys_path)
     if args.action == "create":
         tenant = Tenant(args.tenant)
@@ -37,7 +36,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     api_key = group.add_subparsers(dest="action", required=True)
     create = api_key.add_parser("create", help="a key for one tenant; prints it once")
     create.add_argument("tenant")
-    create.add_argument("--role", choices=["viewer", "trainer", "promoter"], default="viewer")
+    create.add_argument("--role", choices=[role.name for role in Role], default="viewer",
+                        help="predict: the production prediction route; staging: + the "
+                        "pre-production route; viewer, trainer, promoter: the ML Service")
     api_key.add_parser("list", help="active keys (ids, tenants, roles; never secrets)")
     revoke = api_key.add_parser("revoke")
     revoke.add_argument("key_id")

@@ -32,8 +32,9 @@ def materialize(settings: Settings, tenant: Tenant, ray_address: str,
     subprocess.run(command, check=True, env=env, cwd=PROJECT_ROOT)
 
 
-def summary(settings: Settings, tenant: Tenant) -> str:
-    """What the graph made for the tenant: version, stage, metrics, endpoint and a curl."""
+def summary(settings: Settings, tenant: Tenant, token: str | None = None) -> str:
+    """What the graph made for the tenant: version, stage, metrics, endpoint and a curl (with
+    the API key `token`, else a placeholder for one)."""
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
@@ -59,6 +60,8 @@ def summary(settings: Settings, tenant: Tenant) -> str:
                                 columns=[schema.ENTITY])
     by_id = json.dumps({"customer_ids": sorted(
         int(c) for c in customers[schema.ENTITY].unique()[:2])})
+    key = token or "$ML_ASSETS_KEY"
+    auth = f"-H 'authorization: Bearer {key}'" if token else f'-H "authorization: Bearer {key}"'
     return "\n".join([
         f"tenant:           {tenant.key}",
         f"registered model: {latest.name} version {latest.version} "
@@ -66,17 +69,25 @@ def summary(settings: Settings, tenant: Tenant) -> str:
         f"holdout metrics:  {json.dumps(metrics)}",
         f"mlflow run:       {latest.run_id}",
         f"endpoint:         POST {url}",
+        *([] if token else ["a key: export ML_ASSETS_KEY=$(ml-assets api-key create "
+                            f"{tenant.key} --role predict | tail -1)"]),
         "try it:",
-        f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{body}'",
+        f"  curl -s -X POST {url} {auth} \\",
+        f"    -H 'content-type: application/json' -d '{body}'",
         "  # or by customer id, features from the online store:",
-        f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{by_id}'",
+        f"  curl -s -X POST {url} {auth} \\",
+        f"    -H 'content-type: application/json' -d '{by_id}'",
     ])
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> str:
+    from ml_assets.access.keys import KeyStore, Role
+
     tenant = tenant_add(settings, args.tenant, churn_data.ChurnDataSpec())
     materialize(settings, tenant, ray_up(settings))
-    return summary(load_settings(), tenant)
+    # a key for the curl below: predictions need one (shown once, like `ml-assets api-key`)
+    _, token = KeyStore(settings.api_keys_path).create(tenant, Role.staging)
+    return summary(load_settings(), tenant, token)
 
 
 def _deploy(settings: Settings, args: argparse.Namespace) -> str:

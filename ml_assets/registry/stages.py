@@ -86,7 +86,8 @@ def transition(
     reason: str,
     actor: str,
 ) -> ModelVersion:
-    """Move a version to a stage; promoting to Production archives the previous Production."""
+    """Move a version to a stage; promoting to Production archives the previous Production.
+    Into Staging or Production only with verified lineage (`registry.lineage`)."""
     if to_stage not in STAGES:
         raise StageTransitionError(f"unknown stage {to_stage!r}: expected one of {STAGES}")
     current = model_version(client, tenant, version)
@@ -96,6 +97,10 @@ def transition(
             f"version {version} of tenant {tenant.key!r} cannot move {from_stage} -> {to_stage}; "
             f"allowed from {from_stage}: {sorted(LEGAL_MOVES[from_stage])}"
         )
+    if to_stage in SERVABLE:  # every promote path passes here: API, CLI, job, canary, graph
+        from ml_assets.registry import lineage
+
+        lineage.verify(client, tenant, current)
     if to_stage == PRODUCTION:
         previous = version_with_alias(client, tenant, PRODUCTION)
         if previous is not None and previous.version != current.version:

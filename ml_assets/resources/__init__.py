@@ -48,7 +48,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port,
                                         direct_ingress=settings.serve_direct_ingress,
                                         direct_port_min=settings.serve_direct_ports[0],
-                                        direct_port_max=settings.serve_direct_ports[1]),
+                                        direct_port_max=settings.serve_direct_ports[1],
+                                        api_keys_path=str(settings.api_keys_path),
+                                        predict_rate_limit_per_minute=(
+                                            settings.predict_rate_limit_per_minute)),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }
 

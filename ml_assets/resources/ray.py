@@ -39,10 +39,19 @@ class ServeEndpoint(dg.ConfigurableResource):
     direct_ingress: bool = True
     direct_port_min: int = 30000
     direct_port_max: int = 31000
+    api_keys_path: str = ".ml_assets/api_keys.db"  # the key store callers' keys are checked in
+    predict_rate_limit_per_minute: int = 600_000  # per key, per replica
 
-    def url(self, tenant: Tenant, port: int | None = None) -> str:
-        """The tenant's predict URL at the proxy, or at the replica's own `port`."""
-        return f"http://{self.host}:{port or self.port}{tenant.route_prefix}/predict"
+    def replica_config(self) -> dict:
+        """What the Serve app's replica needs besides the stores: the keys it checks."""
+        return {"keys_path": self.api_keys_path,
+                "rate_limit_per_minute": self.predict_rate_limit_per_minute}
+
+    def url(self, tenant: Tenant, port: int | None = None, staging: bool = False) -> str:
+        """The tenant's predict URL (its pre-production route with `staging`) at the proxy,
+        or at the replica's own `port`."""
+        path = "staging/predict" if staging else "predict"
+        return f"http://{self.host}:{port or self.port}{tenant.route_prefix}/{path}"
 
     def controller_env(self) -> dict[str, str]:
         """Env of the Serve controller this project starts; the proxy and replicas it starts

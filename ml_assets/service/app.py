@@ -13,11 +13,11 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
+from ml_assets.access.keys import KeyStore
+from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.service.auth import Service
 from ml_assets.service.dagster_runs import DagsterRuns
 from ml_assets.service.errors import invalid_request, log, unexpected_error
-from ml_assets.service.keys import KeyStore
-from ml_assets.service.rate_limit import RateLimiter
 from ml_assets.service.routers import experiments, health, models
 from ml_assets.settings import Settings
 

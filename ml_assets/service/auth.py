@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ml_assets.access.keys import ApiKey, KeyStore, Role
+from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.service.dagster_runs import DagsterRuns
-from ml_assets.service.keys import ApiKey, KeyStore, Role
-from ml_assets.service.rate_limit import RateLimiter
 from ml_assets.settings import Settings
 from ml_assets.tenants import Tenant
 

@@ -1,8 +1,11 @@
-"""The one Ray Serve application answering every tenant: POST /v1/{tenant}/predict.
+"""The one Ray Serve application answering every tenant: POST /v1/{tenant}/predict (the
+Production version) and /v1/{tenant}/staging/predict (the Staging version, pre-production).
 
 A tenant costs a model load, not a replica: models are multiplexed per (tenant, version), the
-version is picked by the tenant's route (routing.py), never by the client. Imported only by
-the serving code: ray.serve, mlflow, torch and feast are slow to import.
+version is picked by the tenant's route (routing.py), never by the client. A caller needs a key
+of the tenant (`predict` scope, `staging` for the pre-production route), checked before the body
+is read. Imported only by the serving code: ray.serve, mlflow, torch and feast are slow to
+import; Dagster is never imported here.
 """
 
 from __future__ import annotations
@@ -20,18 +23,30 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ml_assets.access.guard import AccessDenied, authorize
+from ml_assets.access.keys import KeyStore, Role
+from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
 from ml_assets.schema import ENTITY, FEATURES
 from ml_assets.serving import prediction_log
 from ml_assets.serving.request import (
+    MAX_BODY_BYTES,
     RequestError,
+    decode_json,
     parse_body,
-    tenant_of,
+    predict_target,
     validate_customer_ids,
     validate_rows,
 )
-from ml_assets.serving.routing import KEY_HEADER, ROUTE_HEADER, VERSION_HEADER, Route, route_table
+from ml_assets.serving.routing import (
+    KEY_HEADER,
+    ROUTE_HEADER,
+    VERSION_HEADER,
+    Route,
+    RouteError,
+    route_table,
+)
 from ml_assets.tenants import Tenant
 
 APP_NAME = "churn"
@@ -49,15 +64,18 @@ class ChurnService:
     """Scores feature rows (or customers' online features) with the version the tenant's route
     picks, and appends every request to the tenant's prediction log off the request path."""
 
-    async def __init__(self, feast: dict, object_store: dict, log_flush_s: float = 2.0) -> None:
+    async def __init__(self, feast: dict, object_store: dict, keys_path: str,
+                       rate_limit_per_minute: int, log_flush_s: float = 2.0) -> None:
         self.feast = TenantFeatureStore(**feast)
         self.object_store = ObjectStoreClient(**object_store)
+        self.keys, self.limiter = KeyStore(keys_path), RateLimiter(rate_limit_per_minute)
         self.log_flush_s = log_flush_s
         self.routes: dict[str, Route] = {}
         self.routes_version = -1
         self.feature_stores: dict[str, Any] = {}
         self.log_buffer: dict[str, list[dict]] = {}
         self.load_lock = threading.Lock()
+        self.shadows: set[asyncio.Task] = set()  # kept referenced until they finish
         await self._refresh_routes(timeout_s=0)
         self.background = [asyncio.create_task(self._follow_routes()),
                            asyncio.create_task(self._flush_periodically())]
@@ -113,9 +131,21 @@ class ChurnService:
         return await asyncio.to_thread(self._load_blocking, tenant, version, route.registry_uri)
 
     def _load_blocking(self, tenant: str, version: str, registry_uri: str) -> torch.nn.Module:
+        """Load a Staging or Production version with verified lineage; never a None or
+        Archived one, nor one made from another tenant's run."""
         import mlflow
         import mlflow.pytorch
+        from mlflow import MlflowClient
 
+        from ml_assets.registry import lineage, stages
+
+        client = MlflowClient(registry_uri, registry_uri)
+        found = stages.model_version(client, Tenant(tenant), version)
+        if stages.stage_of(found) not in stages.SERVABLE:
+            raise stages.StageTransitionError(
+                f"version {version} is {stages.stage_of(found)}: only Staging and Production "
+                "versions are served")
+        lineage.verify(client, Tenant(tenant), found)
         # mlflow resolves models:/ sources through its process-wide URIs (download_artifacts'
         # tracking_uri is not passed down): set them and load under one lock
         with self.load_lock:
@@ -145,13 +175,21 @@ class ChurnService:
         try:
             if request.method != "POST":
                 raise RequestError(405, "use POST /v1/{tenant}/predict")
-            tenant = tenant_of(request.url.path)
-            if tenant not in self.routes:
-                raise RequestError(404, f"unknown tenant {tenant!r}")
-            try:
-                body = await request.json()
-            except ValueError as exc:
-                raise RequestError(422, f"body is not JSON: {exc}") from None
+            tenant, staging = predict_target(request.url.path)
+            try:  # before anything else: no work for a caller without the tenant's key
+                authorize(self.keys, self.limiter, request.headers.get("authorization"),
+                          tenant, Role.staging if staging else Role.predict)
+            except AccessDenied as exc:
+                if exc.retry_after_s:
+                    headers["retry-after"] = str(exc.retry_after_s)
+                raise RequestError(exc.status, str(exc)) from None
+            tenant_route = self.routes.get(tenant)
+            if tenant_route is None:
+                raise RequestError(404, f"unknown tenant {tenant!r}: no deployed endpoint")
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused unread
+                raise RequestError(413, f"body of {declared} bytes; at most {MAX_BODY_BYTES}")
+            body = decode_json(await request.body())
             field, items = parse_body(body)
             key = body.get("key") or request.headers.get(KEY_HEADER)
             if field == "customer_ids":
@@ -159,28 +197,73 @@ class ChurnService:
                 key = key or str(customer_ids[0])
             else:
                 matrix = validate_rows(items)
-            version, route = self.routes[tenant].pick(tenant, None if key is None else str(key))
-            headers = {VERSION_HEADER: version, ROUTE_HEADER: route}
-            try:
-                model = await self.get_model(f"{tenant}/{version}")
-            except Exception as exc:  # noqa: BLE001 - this tenant's model only; others serve
-                logger.exception("model %s/%s failed to load", tenant, version)
-                raise RequestError(503, f"model version {version} of tenant {tenant!r} "
-                                        f"failed to load: {type(exc).__name__}") from None
+            version, route = self._pick(tenant_route, tenant, staging, key)
+            headers.update({VERSION_HEADER: version, ROUTE_HEADER: route})
+            model = await self._model(tenant, version)
             if field == "customer_ids":
                 matrix = await asyncio.to_thread(self._online_rows, tenant, customer_ids)
             with torch.no_grad():
                 predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
+            # rendered here, inside the try: a body that cannot be sent is a 500, logged as one
+            response = JSONResponse(
+                {"tenant": tenant, "model_version": version, "route": route,
+                 "predictions": predictions},
+                headers=headers,
+            )
         except RequestError as exc:
             if tenant in self.routes:  # unknown tenants have no log to write to
                 self._log(tenant, version, route, exc.status, started, [None], [], [None])
             return JSONResponse({"error": str(exc)}, exc.status, headers=headers)
+        except Exception:  # noqa: BLE001 - the last resort: a JSON 500 that is still logged
+            logger.exception("request to %s failed", request.url.path)
+            if tenant in self.routes:
+                self._log(tenant, version, route, 500, started, [None], [], [None])
+            return JSONResponse({"error": "internal error"}, 500, headers=headers)
         self._log(tenant, version, route, 200, started, customer_ids, matrix, predictions)
-        return JSONResponse(
-            {"tenant": tenant, "model_version": version, "route": route,
-             "predictions": predictions},
-            headers=headers,
-        )
+        shadow = tenant_route.shadow_version()
+        if shadow and route == prediction_log.PRODUCTION_ROUTE:
+            self.shadows.add(task := asyncio.create_task(
+                self._shadow(tenant, shadow, customer_ids, matrix)))
+            task.add_done_callback(self.shadows.discard)
+        return response
+
+    @staticmethod
+    def _pick(route: Route, tenant: str, staging: bool, key: Any) -> tuple[str, str]:
+        """The version and route name a request gets: stages mean access."""
+        if staging:
+            if route.staging is None:
+                raise RequestError(404, f"tenant {tenant!r} has no Staging version")
+            return route.staging, prediction_log.STAGING_ROUTE
+        try:
+            return route.pick(tenant, None if key is None else str(key))
+        except RouteError as exc:
+            raise RequestError(503, str(exc)) from None
+
+    async def _model(self, tenant: str, version: str) -> torch.nn.Module:
+        try:
+            return await self.get_model(f"{tenant}/{version}")
+        except Exception as exc:  # noqa: BLE001 - this tenant's model only; others serve
+            logger.exception("model %s/%s failed to load", tenant, version)
+            # a refusal (stage, lineage) says why; anything else only what kind of failure
+            why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            raise RequestError(503, f"model version {version} of tenant {tenant!r} "
+                                    f"failed to load: {why}") from None
+
+    async def _shadow(self, tenant: str, version: str, customer_ids: list,
+                      matrix: list[list[float]]) -> None:
+        """Staging's answer to a production request, logged beside it; never returned."""
+        started = time.perf_counter()
+        try:
+            model = await self._model(tenant, version)
+            with torch.no_grad():
+                predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
+        except Exception:  # noqa: BLE001 - a failing shadow is logged, production unharmed
+            logger.exception("shadow %s/%s failed", tenant, version)
+            self._log(tenant, version, prediction_log.SHADOW_ROUTE, 500, started, [None], [],
+                      [None])
+            return
+        self._log(tenant, version, prediction_log.SHADOW_ROUTE, 200, started, customer_ids,
+                  matrix, predictions)
 
     def _log(self, tenant: str, version: str | None, route: str | None, status: int,
              started: float, customer_ids: list, matrix: list, predictions: list) -> None:

@@ -20,4 +20,4 @@ def app(args: dict[str, Any]):
     # the replicas get plain config, secrets resolved, like the asset's serve.run
     feast = resources["feast"].process_config_and_initialize().model_dump()
     object_store = resources["object_store"].process_config_and_initialize().model_dump()
-    return ChurnService.bind(feast, object_store)
+    return ChurnService.bind(feast, object_store, **resources["serve_endpoint"].replica_config())

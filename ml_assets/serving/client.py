@@ -5,10 +5,14 @@ import urllib.error
 import urllib.request
 
 
-def post_json(url: str, body: dict, timeout: float = 30) -> tuple[int, dict, dict]:
-    """(status, headers, json body) of a POST; HTTP errors are returned, not raised."""
-    request = urllib.request.Request(url, json.dumps(body).encode(),
-                                     {"content-type": "application/json"})
+def post_json(url: str, body: dict, token: str | None = None,
+              timeout: float = 30) -> tuple[int, dict, dict]:
+    """(status, headers, json body) of a POST with the API key `token`; HTTP errors are
+    returned, not raised."""
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), json.loads(response.read())

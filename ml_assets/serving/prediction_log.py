@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from ml_assets.data.object_store import ObjectStoreClient
 
 LOG_DIR = "predictions"
-PRODUCTION_ROUTE, CANARY_ROUTE = "production", "canary"
+# production: the Production version on the tenant's route; canary: the Staging version on its
+# share of keys; staging: the pre-production route; shadow: Staging's answer to a mirrored
+# production request, logged and never returned
+PRODUCTION_ROUTE, CANARY_ROUTE, STAGING_ROUTE, SHADOW_ROUTE = (
+    "production", "canary", "staging", "shadow")
 
 
 def schema() -> pa.Schema:
@@ -32,7 +36,7 @@ def schema() -> pa.Schema:
             ("ts", pa.timestamp("us", tz="UTC")),
             ("tenant", pa.string()),
             ("model_version", pa.string()),  # null when the request failed before routing
-            ("route", pa.string()),  # PRODUCTION_ROUTE or CANARY_ROUTE
+            ("route", pa.string()),  # one of the four routes above
             ("status", pa.int16()),  # the HTTP status of the request
             ("latency_ms", pa.float64()),  # request time inside the replica
             ("customer_id", pa.int64()),

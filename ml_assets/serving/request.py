@@ -3,6 +3,7 @@ the bare benchmark floor uses the same checks)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -10,6 +11,11 @@ from ml_assets.schema import FEATURES
 
 ROUTE_PREFIX = "/v1"
 MAX_ROWS = 1024
+MAX_BODY_BYTES = 1 << 20  # 1,024 rows of 10 features fit in a quarter of it
+# Beyond any real feature value, and far below float32's 3.4e38, where the model's arithmetic
+# would overflow into inf / NaN predictions
+MAX_ABS_VALUE = 1e12
+ENTITY_KEY_RANGE = (-(1 << 63), (1 << 63) - 1)  # int64: what the online store keys by
 
 
 class RequestError(Exception):
@@ -18,6 +24,41 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def decode_json(raw: bytes) -> Any:
+    """The body as JSON: at most MAX_BODY_BYTES, only finite numbers (no NaN / Infinity
+    literals), nesting the parser can follow; RequestError 413 / 422 naming what is wrong."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError(413, f"body of {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RequestError(422, "body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of > 4,300 digits
+        raise RequestError(422, f"body is not JSON: {_shown(str(exc))}") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise RequestError(422, f"{name} is not a finite number: JSON numbers only")
+
+
+def _feature_value(value: Any, where: str) -> float:
+    if value is None:
+        return math.nan  # imputed by the model, like a missing feature row
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise RequestError(422, f"{where} must be a number or null, got {_shown(value)}")
+    # an int is compared before float(): float(10**400) raises OverflowError
+    if isinstance(value, int) and abs(value) > MAX_ABS_VALUE or (
+            isinstance(value, float) and not abs(value) <= MAX_ABS_VALUE):
+        raise RequestError(422, f"{where} is out of range: a finite number with "
+                                f"|value| <= {MAX_ABS_VALUE:g}, got {_shown(value)}")
+    return float(value)
 
 
 def validate_rows(rows: Any) -> list[list[float]]:
@@ -30,19 +71,9 @@ def validate_rows(rows: Any) -> list[list[float]]:
             raise RequestError(422, f"rows[{i}] must be an object of feature values")
         missing, unknown = set(FEATURES) - row.keys(), row.keys() - set(FEATURES)
         if missing or unknown:
-            raise RequestError(422, f"rows[{i}]: missing features {sorted(missing)}, "
-                                    f"unknown features {sorted(unknown)}")
-        values = []
-        for name in FEATURES:
-            value = row[name]
-            if value is None:
-                values.append(math.nan)  # imputed by the model, like a missing feature row
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                values.append(float(value))
-            else:
-                raise RequestError(422, f"rows[{i}].{name} must be a number or null, "
-                                        f"got {value!r}")
-        matrix.append(values)
+            raise RequestError(422, f"rows[{i}]: missing features {sorted(missing)}, unknown "
+                                    f"features {[_shown(k) for k in sorted(unknown)[:10]]}")
+        matrix.append([_feature_value(row[name], f"rows[{i}].{name}") for name in FEATURES])
     return matrix
 
 
@@ -51,7 +82,10 @@ def validate_customer_ids(ids: Any) -> list[int]:
         raise RequestError(422, "customer_ids must be a non-empty list of integers")
     for i, value in enumerate(ids):
         if not isinstance(value, int) or isinstance(value, bool):
-            raise RequestError(422, f"customer_ids[{i}] must be an integer, got {value!r}")
+            raise RequestError(422, f"customer_ids[{i}] must be an integer, got {_shown(value)}")
+        if not ENTITY_KEY_RANGE[0] <= value <= ENTITY_KEY_RANGE[1]:
+            raise RequestError(422, f"customer_ids[{i}] is out of the 64-bit key range, got "
+                                    f"{_shown(value)}")
     return ids
 
 
@@ -70,9 +104,17 @@ def parse_body(body: Any) -> tuple[str, list]:
     return given[0], items
 
 
-def tenant_of(path: str) -> str:
-    """The tenant key of /v1/{tenant}/predict; RequestError 404 for any other path."""
+def predict_target(path: str) -> tuple[str, bool]:
+    """(tenant, staging?) of /v1/{tenant}/predict or /v1/{tenant}/staging/predict; RequestError
+    404 for any other path."""
     parts = path.strip("/").split("/")
-    if len(parts) != 3 or parts[0] != ROUTE_PREFIX.strip("/") or parts[2] != "predict":
-        raise RequestError(404, "no such route: POST /v1/{tenant}/predict")
-    return parts[1]
+    if parts[0] == ROUTE_PREFIX.strip("/") and parts[-1] == "predict" and (
+            len(parts) == 3 or (len(parts) == 4 and parts[2] == "staging")):
+        return parts[1], len(parts) == 4
+    raise RequestError(404, "no such route: POST /v1/{tenant}/predict or "
+                            "/v1/{tenant}/staging/predict")
+
+
+def tenant_of(path: str) -> str:
+    """The tenant key of a prediction path (see predict_target)."""
+    return predict_target(path)[0]

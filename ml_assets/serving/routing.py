@@ -1,5 +1,8 @@
 """Per-tenant traffic routes of the one Serve application: which versions answer, canary split.
 
+Stages mean access: the production route serves only the Production version; the Staging
+version is reachable only as a canary share, a shadow, or at the pre-production route.
+
 The routes live in one named Ray actor, so a change for one tenant is atomic, never a
 read-modify-write of the whole app's config, and reaches every Serve replica by long-poll in
 milliseconds without restarting it (a redeploy with a new `user_config` restarts replicas:
@@ -32,26 +35,44 @@ class Route(BaseModel, frozen=True):
     """Which registered versions of one tenant answer, and the canary's share of keys."""
 
     registry_uri: str = Field(description="the MLflow registry the versions live in")
-    primary: str = Field(description="the version most traffic goes to (Production)")
-    canary: str | None = Field(None, description="the version under test (Staging)")
+    primary: str | None = Field(
+        None, description="the Production version; None: the production route answers 503")
+    staging: str | None = Field(
+        None, description="the Staging version at the pre-production route")
+    canary: str | None = Field(None, description="the Staging version on a share of keys")
     canary_weight: int = Field(0, ge=0, le=100, description="percent of keys sent to canary")
+    shadow: bool = Field(False, description="Staging also answers every production request; "
+                         "its answers are logged, never returned")
 
     @model_validator(mode="after")
     def _canary_needs_a_version(self) -> Route:
         if self.canary_weight and self.canary is None:
             raise RouteError(f"canary weight {self.canary_weight} without a canary version")
+        if self.canary is not None and self.primary is None:
+            raise RouteError("a canary needs a Production version beside it")
         if self.canary is not None and self.canary == self.primary:
             raise RouteError(f"version {self.canary} cannot be its own canary")
+        if self.shadow and (self.staging is None or self.primary is None):
+            raise RouteError("a shadow needs a Production and a Staging version")
         return self
 
     def pick(self, tenant: str, key: str | None) -> tuple[str, str]:
-        """(version, route) for a request: one key always lands on the same version."""
+        """(version, route) for a production request: one key always lands on the same
+        version. RouteError without a Production version."""
+        if self.primary is None:
+            where = f": its Staging version {self.staging} answers at the pre-production " \
+                    f"route /v1/{tenant}/staging/predict" if self.staging else ""
+            raise RouteError(f"tenant {tenant!r} has no Production version{where}")
         if self.canary is None or self.canary_weight == 0:
             return self.primary, PRODUCTION_ROUTE
         bucket = key_bucket(tenant, key) if key is not None else random.randrange(100)
         if bucket < self.canary_weight:
             return self.canary, CANARY_ROUTE
         return self.primary, PRODUCTION_ROUTE
+
+    def shadow_version(self) -> str | None:
+        """The version that also scores production requests, unseen by the caller."""
+        return self.staging if self.shadow else None
 
 
 def key_bucket(tenant: str, key: str) -> int:

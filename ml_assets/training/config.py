@@ -9,7 +9,10 @@ from pydantic import Field, field_validator
 class ExperimentConfig(dg.Config):
     """Hyperparameters and scale of one training run of a tenant's churn classifier."""
 
-    experiment_name: str = Field("churn-mlp", min_length=1, max_length=100)
+    # part of the MLflow run name and the checkpoint path: no separators, nothing like ".."
+    experiment_name: str = Field("churn-mlp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$",
+                                 description="letters, digits, '_' and '-'; a letter or "
+                                 "digit first; at most 100")
     learning_rate: float = Field(1e-2, gt=0, le=1, description="Adam learning rate")
     batch_size: int = Field(64, ge=1, le=65536)
     epochs: int = Field(8, ge=1, le=1000)

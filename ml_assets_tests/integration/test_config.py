@@ -47,18 +47,31 @@ def test_unknown_tenant_is_refused(graph, instance, resources, settings):
     assert len(Outbox(settings.outbox_path).events()) == events_before
 
 
-def test_deploy_refuses_a_version_that_is_not_staged(graph, instance, resources):
-    """A version in stage None (internal only) is never served."""
-    trained = graph["acme"]["trained_model"]
+def test_a_version_in_stage_none_is_never_loaded(graph, resources, settings):
+    """A route naming a None (internal only) version gets a 503 from the replica itself: it
+    checks the stage before it loads a model."""
+    import time
+
+    from ml_assets.access.keys import KeyStore, Role
+    from ml_assets.serving.client import post_json
+    from ml_assets.serving.routing import Route, get_route, set_route
+
+    trained, acme = graph["acme"]["trained_model"], Tenant("acme")
     mlflow = resources["mlflow"]
-    version = register_version(mlflow, Tenant("acme"), trained["model_uri"],
-                               {"run_id": trained["run_id"]}).version
-    version = str(version)
-    result = materialize(instance, resources, "acme", selection=["deployed_endpoint"],
-                         config={"ops": {"deployed_endpoint": {"config": {"version": version}}}},
-                         raise_on_error=False)
-    assert not result.success
-    assert "stage None" in _failure_message(result)
-    served = graph["acme"]["deployed_endpoint"]["version"]
-    assert stages.stage_of(stages.model_version(mlflow.client(), Tenant("acme"), served)) \
-        == stages.STAGING
+    version = str(register_version(mlflow, acme, trained["model_uri"], {
+        "run_id": trained["run_id"], "data_version": trained["data_version"],
+        "dagster_run_id": "pytest"}).version)
+    token = KeyStore(settings.api_keys_path).create(acme, Role.predict)[1]
+    endpoint, saved = graph["acme"]["deployed_endpoint"], get_route(acme)
+    set_route(acme, Route(registry_uri=mlflow.tracking_uri, primary=version))
+    try:
+        for _ in range(100):  # until the replica has the route
+            status, _, body = post_json(endpoint["url"], {"rows": [endpoint["sample_row"]]},
+                                        token=token)
+            if status != 200:
+                break
+            time.sleep(0.1)
+        assert status == 503 and f"version {version} is None" in body["error"], body
+    finally:
+        set_route(acme, saved)
+    assert stages.stage_of(stages.model_version(mlflow.client(), acme, version)) == stages.NONE

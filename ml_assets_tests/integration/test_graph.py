@@ -10,7 +10,6 @@ from ml_assets.events import EventType, Outbox
 from ml_assets.registry import stages
 from ml_assets.registry.ledger import production_history
 from ml_assets.schema import FEATURES
-from ml_assets.serving.client import post_json
 from ml_assets.serving.request import MAX_ROWS
 from ml_assets.serving.routing import VERSION_HEADER
 from ml_assets.tenants import Tenant
@@ -20,7 +19,8 @@ LIFECYCLE = [
     EventType.MODEL_TRAINING_STARTED,
     EventType.MODEL_TRAINING_COMPLETED,
     EventType.MODEL_REGISTERED,
-    EventType.MODEL_STAGE_CHANGED,
+    EventType.MODEL_STAGE_CHANGED,  # None -> Staging
+    EventType.MODEL_STAGE_CHANGED,  # Staging -> Production: the first version's policy
     EventType.MODEL_DEPLOYED,
 ]
 
@@ -39,18 +39,23 @@ def test_every_asset_materialized(graph, tenant):
             == features["dagster/row_count"])
     assert made["trained_model.metadata"]["epochs"] == EPOCHS
     assert made["trained_model.metadata"]["checkpoints"] == EPOCHS
-    assert made["registered_model"]["stage"] == stages.STAGING
+    # a tenant's first version goes to Production (it beat the reference baseline)
+    assert made["registered_model"]["stage"] == stages.PRODUCTION
     assert made["deployed_endpoint"]["version"] == made["registered_model"]["version"]
+    assert made["deployed_endpoint"]["stage"] == stages.PRODUCTION
     assert made["deployed_endpoint.metadata"]["smoke_p95_ms"] > 0
 
 
 @pytest.mark.parametrize("tenant", TENANTS)
-def test_registered_version_in_staging_with_lineage(graph, client, tenant):
+def test_first_version_is_production_with_verified_lineage(graph, client, tenant):
+    from ml_assets.registry import lineage
+
     made = graph[tenant]
     version = client.get_model_version(Tenant(tenant).registered_model_name,
                                        made["registered_model"]["version"])
-    assert version.tags[stages.STAGE_TAG] == stages.STAGING
-    assert "staging" in version.aliases
+    assert version.tags[stages.STAGE_TAG] == stages.PRODUCTION
+    assert "production" in version.aliases
+    assert lineage.problems(client, Tenant(tenant), version) == []
     assert version.run_id == made["trained_model"]["run_id"]
     assert version.tags["run_id"] == made["trained_model"]["run_id"]
     assert version.tags["data_version"] == made["training_features.metadata"]["data_version"]
@@ -125,9 +130,9 @@ def _row(graph, tenant):
 
 
 @pytest.mark.parametrize("tenant", TENANTS)
-def test_endpoint_answers_a_probability(graph, tenant):
+def test_endpoint_answers_a_probability(predict, graph, tenant):
     endpoint = graph[tenant]["deployed_endpoint"]
-    status, headers, body = post_json(endpoint["url"], {"rows": [_row(graph, tenant)] * 3})
+    status, headers, body = predict(endpoint["url"], {"rows": [_row(graph, tenant)] * 3})
     assert status == 200
     assert body["tenant"] == tenant
     assert headers[VERSION_HEADER] == endpoint["version"]
@@ -135,17 +140,17 @@ def test_endpoint_answers_a_probability(graph, tenant):
     assert all(0.0 <= p <= 1.0 for p in body["predictions"])
 
 
-def test_endpoint_rejects_bad_input_naming_it(graph):
+def test_endpoint_rejects_bad_input_naming_it(predict, graph):
     url = graph["acme"]["deployed_endpoint"]["url"]
     row = dict(_row(graph, "acme"))
     missing = {k: v for k, v in row.items() if k != "nps_score"}
-    status, _, body = post_json(url, {"rows": [missing]})
+    status, _, body = predict(url, {"rows": [missing]})
     assert status == 422 and "nps_score" in body["error"]
-    status, _, body = post_json(url, {"rows": [{**row, "plan_tier": "gold"}]})
+    status, _, body = predict(url, {"rows": [{**row, "plan_tier": "gold"}]})
     assert status == 422 and "plan_tier" in body["error"]
-    status, _, body = post_json(url, {"rows": [row] * (MAX_ROWS + 1)})
+    status, _, body = predict(url, {"rows": [row] * (MAX_ROWS + 1)})
     assert status == 413
-    status, _, _ = post_json(url.replace("/acme/", "/nobody/"), {"rows": [row]})
+    status, _, _ = predict(url.replace("/acme/", "/nobody/"), {"rows": [row]})
     assert status == 404
     assert set(row) == set(FEATURES)
 
@@ -156,12 +161,16 @@ def test_outbox_holds_each_tenants_lifecycle_in_order(graph, settings):
         events = outbox.events(tenant)
         assert all(e.tenant == tenant for e in events)
         lifecycle = [e.type for e in events if e.type in LIFECYCLE]
-        assert lifecycle[:5] == LIFECYCLE
+        assert lifecycle[:len(LIFECYCLE)] == LIFECYCLE
         run_id = graph[tenant]["trained_model"]["run_id"]
         assert events[0].data["run_id"] == run_id
-        stage_change = next(e for e in events if e.type == EventType.MODEL_STAGE_CHANGED)
-        assert (stage_change.data["from_stage"], stage_change.data["to_stage"]) == (
+        first, second = [e for e in events if e.type == EventType.MODEL_STAGE_CHANGED][:2]
+        assert (first.data["from_stage"], first.data["to_stage"]) == (
             stages.NONE, stages.STAGING)
+        assert (second.data["from_stage"], second.data["to_stage"]) == (
+            stages.STAGING, stages.PRODUCTION)
+        assert second.data["reason"].startswith("first_version_to_production: roc_auc beat "
+                                                "logistic_regression_reference by")
 
 
 def test_search_runs_trials_stops_some_early_and_feeds_training(graph, client):

@@ -15,15 +15,15 @@ from ml_assets.monitoring import statistics as monitoring
 from ml_assets.monitoring.window import load_profile
 from ml_assets.names import MODEL_MONITORING, REASON_TAG, RETRAIN_ASSETS
 from ml_assets.registry import stages
-from ml_assets.registry.actions import register_version
 from ml_assets.resources import bootstrap, build_resources
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.serving import prediction_log
 from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
+from ml_assets_testing.models import log_untrained_models, register
 from ml_assets_testing.synthetic_log import LogSpec
-from ml_assets_tests.conftest import S3_KEYS, log_untrained_models, postgres_instance
+from ml_assets_tests.conftest import S3_KEYS, postgres_instance
 
 DRIFTING, STEADY = Tenant("drifting"), Tenant("steady")
 BUCKET = "ml-assets-monitoring"
@@ -66,7 +66,7 @@ def register_with_profiles(mlflow, tenant: Tenant, count: int) -> list[str]:
     for uri in log_untrained_models(mlflow, [tenant.key], count=count)[tenant.key]:
         run_id = client.get_logged_model(uri.removeprefix("models:/")).source_run_id
         client.log_dict(run_id, synthetic_log.reference(tenant.key), monitoring.PROFILE_ARTIFACT)
-        versions.append(str(register_version(mlflow, tenant, uri, {"run_id": run_id}).version))
+        versions.append(register(mlflow, tenant, uri))
     return versions
 
 

@@ -18,9 +18,8 @@ from ml_assets.names import REASON_TAG
 from ml_assets.registry import stages
 from ml_assets.registry.actions import register_version
 from ml_assets.resources.retrain import RetrainPolicy
-from ml_assets.serving.client import post_json
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import log_untrained_models
+from ml_assets_testing.models import lineage_tags, log_untrained_models
 
 DRIFTED, STEADY = Tenant("wayne"), Tenant("stark")
 SPEC = churn_data.ChurnDataSpec(customers=500)
@@ -45,7 +44,7 @@ def serve_with_profile(instance, resources, settings, tenant: Tenant) -> str:
             torch.tensor(rows.to_numpy(), dtype=torch.float32)).numpy()
     client.log_dict(run_id, monitoring.reference_profile(rows, predictions),
                     monitoring.PROFILE_ARTIFACT)
-    version = str(register_version(registry, tenant, uri, {"run_id": run_id}).version)
+    version = str(register_version(registry, tenant, uri, lineage_tags(registry, uri)).version)
     for stage in (stages.STAGING, stages.PRODUCTION):
         stages.transition(client, events, tenant, version, stage, "test", "pytest")
     result = dg.materialize([deployed_endpoint], partition_key=tenant.key, instance=instance,
@@ -54,19 +53,19 @@ def serve_with_profile(instance, resources, settings, tenant: Tenant) -> str:
     return result.output_for_node("deployed_endpoint")["url"]
 
 
-def send_traffic(url: str, tenant: Tenant, drift: float) -> None:
+def send_traffic(predict, url: str, tenant: Tenant, drift: float) -> None:
     """REQUESTS requests of generated rows (other customers than the reference's)."""
     spec = churn_data.ChurnDataSpec(customers=200, drift=drift, seed=99)
     rows = churn_data.generate(tenant.key, spec)[0][schema.FEATURES]
     records = rows.head(REQUESTS * ROWS_PER_REQUEST).to_dict("records")
     batches = [records[i:i + ROWS_PER_REQUEST] for i in range(0, len(records), ROWS_PER_REQUEST)]
     with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda b: post_json(url, {"rows": b})[0], batches))
+        statuses = list(pool.map(lambda b: predict(url, {"rows": b})[0], batches))
     assert statuses == [200] * REQUESTS
 
 
 @pytest.fixture(scope="module")
-def monitored(instance, resources, settings, ray_cluster) -> dict:
+def monitored(instance, resources, settings, ray_cluster, predict) -> dict:
     from ray import serve
 
     from ml_assets.serving.app import APP_NAME
@@ -77,8 +76,8 @@ def monitored(instance, resources, settings, ray_cluster) -> dict:
     sensor_resources = {"feast": resources["feast"], "retrain_policy": policy}
     with dg.build_sensor_context(instance=instance, resources=sensor_resources) as context:
         cursor = retrain_sensor(context).cursor
-    send_traffic(urls[DRIFTED.key], DRIFTED, drift=1.0)
-    send_traffic(urls[STEADY.key], STEADY, drift=0.0)
+    send_traffic(predict, urls[DRIFTED.key], DRIFTED, drift=1.0)
+    send_traffic(predict, urls[STEADY.key], STEADY, drift=0.0)
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
     checks = {}
     for tenant in (DRIFTED, STEADY):

@@ -22,9 +22,8 @@ from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.serving.app import VERSION_HEADER
-from ml_assets.serving.client import post_json
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import two_versions
+from ml_assets_testing.models import two_versions
 
 INITECH = Tenant("initech")
 
@@ -36,7 +35,7 @@ def tick(sensor, instance, cursor, **resources) -> dg.SensorResult:
 
 
 def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resources, settings,
-                                                           ray_cluster, tmp_path):
+                                                           ray_cluster, tmp_path, predict):
     """The issue's end to end: a running MLflow server (PostgreSQL), the alias moved with the
     MLflow client directly, the sensor's run request executed, the endpoint serving the new
     version."""
@@ -75,7 +74,7 @@ def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resour
         assert [r.run_key for r in replay.run_requests] == [request.run_key]  # Dagster dedupes
 
         assert deploy(request.run_config).success
-        status, headers, body = post_json(url, {"rows": [
+        status, headers, body = predict(url, {"rows": [
             dict.fromkeys(schema.FEATURES, 1.0)]})
         assert status == 200 and headers[VERSION_HEADER] == v2 == body["model_version"]
 

@@ -91,7 +91,7 @@ def test_model_is_registered_on_the_server_with_artifacts_on_s3(server_run, serv
     registered = server_run["registered_model"]
     client = server_resources["mlflow"].client()
     version = stages.model_version(client, UMBRELLA, registered["version"])
-    assert stages.stage_of(version) == stages.STAGING
+    assert stages.stage_of(version) == stages.PRODUCTION  # the tenant's first version
     artifacts = [o.object_name for o in s3_store(s3_endpoint, MLFLOW_BUCKET)._minio()
                  .list_objects(MLFLOW_BUCKET, recursive=True)]
     assert any(name.endswith("MLmodel") for name in artifacts)
@@ -103,7 +103,8 @@ def test_lifecycle_events_reach_kafka_in_order(server_run, server_resources):
     published = read_events(events.kafka_bootstrap, events.topic, tenant=UMBRELLA.key)
     assert [e.type for e in published] == [
         EventType.MODEL_TRAINING_STARTED, EventType.MODEL_TRAINING_COMPLETED,
-        EventType.MODEL_REGISTERED, EventType.MODEL_STAGE_CHANGED, EventType.MODEL_DEPLOYED]
+        EventType.MODEL_REGISTERED, EventType.MODEL_STAGE_CHANGED,  # None -> Staging
+        EventType.MODEL_STAGE_CHANGED, EventType.MODEL_DEPLOYED]  # -> Production: the first
     assert [e.id for e in published] == [e.id for e in events.outbox().events(UMBRELLA.key)]
 
 

@@ -17,9 +17,9 @@ import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
 
+from ml_assets.access.keys import KeyStore, Role
 from ml_assets.service.app import create_app
 from ml_assets.service.dagster_runs import IDEMPOTENCY_TAG, JOB, PARTITION_TAG, DagsterRuns
-from ml_assets.service.keys import KeyStore, Role
 from ml_assets.settings import PROJECT_ROOT, Settings, load_settings
 from ml_assets.tenants import Tenant, add_tenant
 from ml_assets_testing.servers import free_port, venv_bin, wait_for_http
@@ -108,12 +108,13 @@ def models(api_settings: Settings) -> dict[str, list[str]]:
     run_ids: dict[str, list[str]] = {}
     for tenant, count in ((ACME, 2), (GLOBEX, 1), (INITECH, 2)):
         for i in range(count):
-            run_id = registry.start_run(Tenant(tenant), f"model-{i}", tags={})
+            run_id = registry.start_run(Tenant(tenant), f"model-{i}",
+                                        tags={"data_version": f"data-{tenant}"})
             client.log_metric(run_id, "holdout_roc_auc", 0.7 + i / 100)
             client.log_text(run_id, "stand-in for the logged model", "model/README.txt")
             version = register_version(registry, Tenant(tenant), f"runs:/{run_id}/model", {
                 "tenant": tenant, "run_id": run_id, "data_version": f"data-{tenant}",
-                "code_version": "test"})
+                "code_version": "test", "dagster_run_id": "pytest"})
             stages.transition(client, events, Tenant(tenant), version.version, stages.STAGING,
                               "test setup", "test")
             run_ids.setdefault(tenant, []).append(run_id)
@@ -289,10 +290,11 @@ def test_bad_experiment_config_is_422_per_field_and_launches_nothing(
     response = client.post(
         f"/v1/tenants/{ACME}/experiments", headers=auth(tokens[ACME, "trainer"]),
         json={"epochs": 0, "hidden_sizes": [8, 0], "learning_rate": "fast", "bogus": 1,
-              "fault_injection_epoch": 2})
+              "fault_injection_epoch": 2, "experiment_name": "../escape"})
     assert response.status_code == 422
     errors = {tuple(error["loc"]): error["type"] for error in response.json()["detail"]}
-    assert errors == {("body", "epochs"): "greater_than_equal",
+    assert errors == {("body", "experiment_name"): "string_pattern_mismatch",
+                      ("body", "epochs"): "greater_than_equal",
                       ("body", "hidden_sizes"): "value_error",
                       ("body", "learning_rate"): "float_type",
                       ("body", "bogus"): "extra_forbidden",

@@ -22,7 +22,7 @@ from ml_assets.serving.client import post_json
 from ml_assets.serving.prediction_log import CANARY_ROUTE, PRODUCTION_ROUTE
 from ml_assets.serving.routing import ROUTE_HEADER, VERSION_HEADER, Route, get_route, set_route
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import two_versions
+from ml_assets_testing.models import two_versions
 
 CANARIED, PLAIN = Tenant("soylent"), Tenant("vandelay")
 SPEC = churn_data.ChurnDataSpec(customers=200)
@@ -65,11 +65,11 @@ def local_predictions(resources, tenant: Tenant, version: str, rows: list[dict])
         return model(matrix).tolist()
 
 
-def test_two_tenants_answer_with_their_own_models(served, resources):
+def test_two_tenants_answer_with_their_own_models(predict, served, resources):
     rows = [row(1), row(2)]
     for tenant in (CANARIED, PLAIN):
         endpoint = served[tenant.key]
-        status, headers, body = post_json(endpoint["url"], {"rows": rows, "key": "steady"})
+        status, headers, body = predict(endpoint["url"], {"rows": rows, "key": "steady"})
         assert status == 200 and body["tenant"] == tenant.key
         version = headers[VERSION_HEADER]
         assert version == body["model_version"] in {endpoint["v1"], endpoint["v2"]}
@@ -79,7 +79,8 @@ def test_two_tenants_answer_with_their_own_models(served, resources):
     assert served[CANARIED.key]["canary"] == served[CANARIED.key]["v2"]
 
 
-def test_the_replica_answers_on_its_own_port_and_the_proxy_forwards_to_it(served, settings):
+def test_the_replica_answers_on_its_own_port_and_the_proxy_forwards_to_it(
+        predict, served, settings):
     """Direct ingress: the deployed URL skips Serve's proxy hop; the proxy URL still answers."""
     endpoint = served[PLAIN.key]
     proxy_port = int(endpoint["proxy_url"].split(":")[2].split("/")[0])
@@ -88,19 +89,19 @@ def test_the_replica_answers_on_its_own_port_and_the_proxy_forwards_to_it(served
     low, high = settings.serve_direct_ports
     assert direct_port != proxy_port and low <= direct_port <= high
     body = {"rows": [row(3), row(4)], "key": "both-ways"}
-    direct, proxied = post_json(endpoint["url"], body), post_json(endpoint["proxy_url"], body)
+    direct, proxied = predict(endpoint["url"], body), predict(endpoint["proxy_url"], body)
     assert direct[0] == proxied[0] == 200
     assert direct[1][VERSION_HEADER] == proxied[1][VERSION_HEADER]
     assert direct[2] == proxied[2]
-    status, _, answer = post_json(endpoint["url"].replace(f"/{PLAIN.key}/", "/nobody/"), body)
+    status, _, answer = predict(endpoint["url"].replace(f"/{PLAIN.key}/", "/nobody/"), body)
     assert status == 404 and "unknown tenant" in answer["error"]
 
 
-def test_canary_split_is_within_five_points_and_sticky(served):
+def test_canary_split_is_within_five_points_and_sticky(predict, served):
     url, canary = served[CANARIED.key]["url"], served[CANARIED.key]["v2"]
 
     def version_for(key: str) -> tuple[str, str]:
-        status, headers, _ = post_json(url, {"rows": [row()], "key": key})
+        status, headers, _ = predict(url, {"rows": [row()], "key": key})
         assert status == 200
         return headers[VERSION_HEADER], headers[ROUTE_HEADER]
 
@@ -115,7 +116,7 @@ def test_canary_split_is_within_five_points_and_sticky(served):
     assert {route for _, route in answers} == {CANARY_ROUTE, PRODUCTION_ROUTE}
 
 
-def test_bad_requests_get_the_status_naming_what_was_wrong(served):
+def test_bad_requests_get_the_status_naming_what_was_wrong(predict, served):
     url = served[PLAIN.key]["url"]
     good = row()
     cases = [
@@ -128,30 +129,30 @@ def test_bad_requests_get_the_status_naming_what_was_wrong(served):
         ({"customer_ids": [10**9]}, 404, str(10**9)),
     ]
     for body, status, named in cases:
-        got, _, answer = post_json(url, body)
+        got, _, answer = predict(url, body)
         assert (got, named in answer["error"]) == (status, True), (body, got, answer)
-    got, _, answer = post_json(url.replace(f"/{PLAIN.key}/", "/nobody/"), {"rows": [good]})
+    got, _, answer = predict(url.replace(f"/{PLAIN.key}/", "/nobody/"), {"rows": [good]})
     assert got == 404 and "nobody" in answer["error"]
 
 
-def test_a_broken_model_fails_its_tenant_only(served, resources):
+def test_a_broken_model_fails_its_tenant_only(predict, served, resources):
     broken = Tenant("tyrell")
     set_route(broken, Route(registry_uri=resources["mlflow"].tracking_uri, primary="999"))
     try:
         url = served[PLAIN.key]["url"].replace(f"/{PLAIN.key}/", f"/{broken.key}/")
         for _ in range(30):  # until the replicas have the new route
-            status, _, body = post_json(url, {"rows": [row()]})
+            status, _, body = predict(url, {"rows": [row()]})
             if status != 404:
                 break
         assert status == 503 and "999" in body["error"]
         for tenant in (CANARIED, PLAIN):
-            status, _, _ = post_json(served[tenant.key]["url"], {"rows": [row()]})
+            status, _, _ = predict(served[tenant.key]["url"], {"rows": [row()]})
             assert status == 200
     finally:
         set_route(broken, None)
 
 
-def test_customer_ids_are_scored_with_their_latest_online_features(served, settings):
+def test_customer_ids_are_scored_with_their_latest_online_features(predict, served, settings):
     activity = pd.read_parquet(settings.raw_data_dir / PLAIN.key / "customer_activity.parquet")
     latest = (activity.sort_values(schema.TIMESTAMP)
               .groupby(schema.ENTITY).tail(1).set_index(schema.ENTITY))
@@ -159,25 +160,25 @@ def test_customer_ids_are_scored_with_their_latest_online_features(served, setti
     rows = [{f: (None if pd.isna(latest.at[i, f]) else float(latest.at[i, f]))
              for f in schema.FEATURES} for i in ids]
     url = served[PLAIN.key]["url"]
-    status, _, by_id = post_json(url, {"customer_ids": ids})
+    status, _, by_id = predict(url, {"customer_ids": ids})
     assert status == 200
-    status, _, by_row = post_json(url, {"rows": rows})
+    status, _, by_row = predict(url, {"rows": rows})
     assert by_id["predictions"] == pytest.approx(by_row["predictions"], abs=1e-6)
     # another tenant's customer ids reach only this tenant's online store
     other = pd.read_parquet(settings.raw_data_dir / CANARIED.key / "customer_activity.parquet")
     outsider = int(other[schema.ENTITY].max()) + 10**6
-    status, _, body = post_json(url, {"customer_ids": [outsider]})
+    status, _, body = predict(url, {"customer_ids": [outsider]})
     assert status == 404
 
 
-def test_every_request_lands_in_its_tenants_prediction_log(served, resources):
+def test_every_request_lands_in_its_tenants_prediction_log(predict, served, resources):
     from ray import serve
 
     from ml_assets.serving.app import APP_NAME
 
     marker = row(99)
-    post_json(served[PLAIN.key]["url"], {"rows": [marker, marker], "key": "logged"})
-    post_json(served[PLAIN.key]["url"], {"rows": [{"nps_score": 1.0}]})
+    predict(served[PLAIN.key]["url"], {"rows": [marker, marker], "key": "logged"})
+    predict(served[PLAIN.key]["url"], {"rows": [{"nps_score": 1.0}]})
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
     store = resources["object_store"]
     log = prediction_log.read(store, PLAIN).to_pandas()
@@ -214,7 +215,7 @@ def materialize_one(asset, instance, resources, tenant: Tenant) -> dg.ExecuteInP
                           resources=resources, raise_on_error=False)
 
 
-def test_batch_predictions_equal_online_predictions_for_the_same_rows(served, instance,
+def test_batch_predictions_equal_online_predictions_for_the_same_rows(predict, served, instance,
                                                                       resources):
     import pyarrow.dataset as ds
 
@@ -231,7 +232,7 @@ def test_batch_predictions_equal_online_predictions_for_the_same_rows(served, in
     sample = frame.sample(50, random_state=0)
     rows = [{f: (None if pd.isna(r[f]) else float(r[f])) for f in schema.FEATURES}
             for _, r in sample.iterrows()]
-    status, headers, body = post_json(served[PLAIN.key]["url"], {"rows": rows})
+    status, headers, body = predict(served[PLAIN.key]["url"], {"rows": rows})
     assert status == 200 and headers[VERSION_HEADER] == served[PLAIN.key]["v1"]
     assert body["predictions"] == pytest.approx(sample["prediction"].tolist(), abs=1e-6)
 
@@ -278,7 +279,7 @@ def test_triton_repository_onnx_matches_torch(served, instance, resources):
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5, rtol=0)
 
 
-def test_canary_weight_0_aborts_and_100_promotes(served, resources):
+def test_canary_weight_0_aborts_and_100_promotes(predict, served, resources):
     from ml_assets.registry.actions import set_canary_weight
     from ml_assets.serving.routing import RouteError
 
@@ -290,7 +291,7 @@ def test_canary_weight_0_aborts_and_100_promotes(served, resources):
         """Versions answering 60 keys, once the replicas caught up with the route (ms)."""
         deadline = time.monotonic() + 10
         while True:
-            seen = {post_json(url, {"rows": [row()], "key": f"k{i}"})[1][VERSION_HEADER]
+            seen = {predict(url, {"rows": [row()], "key": f"k{i}"})[1][VERSION_HEADER]
                     for i in range(60)}
             if seen == {route.primary, route.canary} - {None} or time.monotonic() > deadline:
                 return seen
@@ -314,3 +315,180 @@ def test_canary_weight_0_aborts_and_100_promotes(served, resources):
     with pytest.raises(RouteError, match="no Staging version"):
         set_canary_weight(client, events, CANARIED, 10, "pytest")  # v2 left Staging
     assert get_route(CANARIED).primary == v2
+
+
+def post_raw(url: str, data: bytes, token: str) -> tuple[int, dict]:
+    """(status, json body) of a POST of raw bytes: bodies json.dumps would not write."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data, {"content-type": "application/json",
+                                                 "authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def hostile_bodies() -> list[tuple[str, bytes, str]]:
+    """(what, body, what the error must name): each answered 500 before."""
+    features = schema.FEATURES
+
+    def every_feature(literal: str) -> bytes:
+        return ('{"rows": [{' + ", ".join(f'"{f}": {literal}' for f in features)
+                + "}]}").encode()
+
+    # depth 1,000 is at Python's recursion limit: the parser may follow it (then the shape is
+    # wrong) or not; deeper is never parsed; 1,000,000 is over the size limit (2 MB)
+    nested = [("depth 1000", b"[" * 1000 + b"]" * 1000, "")] + [
+        (f"depth {d}", b"[" * d + b"]" * d, "nested" if d < 500_000 else "bytes")
+        for d in (10_000, 100_000, 1_000_000)]
+    return nested + [
+        ("Infinity", every_feature("Infinity"), "Infinity"),
+        ("-Infinity", every_feature("-Infinity"), "-Infinity"),
+        ("NaN", every_feature("NaN"), "NaN"),
+        ("1e308", every_feature("1e308"), "out of range"),
+        ("1e400", every_feature("1e400"), "out of range"),
+        ("10^400", every_feature("1" + "0" * 400), "out of range"),
+        ("10^5000", every_feature("1" + "0" * 5000), "not JSON"),
+        ("id 2^63", b'{"customer_ids": [9223372036854775808]}', "customer_ids[0]"),
+        ("id -2^63-1", b'{"customer_ids": [-9223372036854775809]}', "customer_ids[0]"),
+        ("2 MiB", b'{"rows": [' + b" " * (2 << 20) + b"]}", "bytes"),
+    ]
+
+
+def test_hostile_input_is_a_4xx_naming_it_on_both_ports_and_logged_as_such(
+        predict, served, resources, settings):
+    from ray import serve
+
+    from ml_assets.access.keys import KeyStore, Role
+    from ml_assets.serving.app import APP_NAME
+
+    token = KeyStore(settings.api_keys_path).create(PLAIN, Role.predict)[1]
+    endpoint, store = served[PLAIN.key], resources["object_store"]
+    serve.get_app_handle(APP_NAME).flush_log.remote().result()
+    before = prediction_log.read(store, PLAIN).to_pandas()
+    sent = 0
+    for url in (endpoint["url"], endpoint["proxy_url"]):
+        for what, body, named in hostile_bodies():
+            status, answer = post_raw(url, body, token)
+            assert 400 <= status < 500 and named in answer["error"], (what, url, status, answer)
+            sent += 1
+        assert predict(url, {"rows": [row()]})[0] == 200  # still answering
+    serve.get_app_handle(APP_NAME).flush_log.remote().result()
+    log = prediction_log.read(store, PLAIN).to_pandas()
+    new = log[~log["request_id"].isin(before["request_id"])]
+    assert (new["status"] >= 400).sum() == sent  # every refusal, with its true status
+    assert set(new.loc[new["status"] >= 400, "status"]) <= {413, 422}
+    assert new.loc[new["status"] == 200, "prediction"].notna().all()  # no 200 without an answer
+
+
+def test_predictions_need_a_key_of_the_tenant_with_the_scope_of_the_route(served, settings,
+                                                                          resources):
+    from ray import serve
+
+    from ml_assets.access.keys import KeyStore, Role
+    from ml_assets.serving.app import APP_NAME
+
+    keys = KeyStore(settings.api_keys_path)
+    own = keys.create(PLAIN, Role.predict)[1]
+    other = keys.create(CANARIED, Role.promoter)[1]
+    revoked_key, revoked = keys.create(PLAIN, Role.predict)
+    keys.revoke(revoked_key.id)
+    url = served[PLAIN.key]["url"]
+    staging_url = url.replace("/predict", "/staging/predict")
+    body = {"rows": [row(5)]}
+    cases = [(url, None, 401), (url, "mla_garbage", 401), (url, revoked, 401),
+             (url, other, 403), (staging_url, own, 403), (url, own, 200)]
+    for target, token, expected in cases:
+        status, _, answer = post_json(target, body, token=token)
+        assert status == expected, (target, token, answer)
+    assert "API key" in post_json(url, body)[2]["error"]
+    assert "needs staging" in post_json(staging_url, body, token=own)[2]["error"]
+    serve.get_app_handle(APP_NAME).flush_log.remote().result()
+    log = prediction_log.read(resources["object_store"], PLAIN).to_pandas()
+    refused = log[log["status"].isin([401, 403])]
+    assert {401, 403} <= set(refused["status"])  # counted apart, with their true status
+    assert refused["prediction"].isna().all() and refused["nps_score"].isna().all()
+
+
+def test_stages_mean_access_production_route_staging_route_and_shadow(
+        predict, instance, resources, settings):
+    """A Staging-only tenant: 503 naming the way in on the production route, its Staging
+    version on the pre-production route. With Production beside it and shadow on, every
+    production request is also scored by Staging, logged, never returned."""
+    from ray import serve
+
+    from ml_assets.serving.app import APP_NAME
+    from ml_assets_testing.models import log_untrained_models, register
+
+    tenant = Tenant("initrode")
+    churn_data.write(tenant.key, SPEC, settings.raw_data_dir)
+    instance.add_dynamic_partitions("tenant", [tenant.key])
+    registry, events = resources["mlflow"], resources["events"]
+    client = registry.client()
+    first, second = (register(registry, tenant, uri) for uri in
+                     log_untrained_models(registry, [tenant.key], count=2)[tenant.key])
+    stages.transition(client, events, tenant, first, stages.STAGING, "test", "pytest")
+    made = deploy(instance, resources, tenant).output_for_node("deployed_endpoint")
+    assert (made["version"], made["staging_version"], made["stage"]) == (
+        None, first, stages.STAGING)
+    status, _, body = predict(made["url"], {"rows": [row()]})
+    assert status == 503 and "no Production version" in body["error"]
+    assert f"/v1/{tenant.key}/staging/predict" in body["error"]
+    status, headers, body = predict(made["staging_url"], {"rows": [row()]})
+    assert (status, headers[VERSION_HEADER], headers[ROUTE_HEADER]) == (
+        200, first, prediction_log.STAGING_ROUTE)
+
+    stages.transition(client, events, tenant, first, stages.PRODUCTION, "test", "pytest")
+    stages.transition(client, events, tenant, second, stages.STAGING, "test", "pytest")
+    result = deploy(instance, resources, tenant, shadow=True)
+    assert result.success
+    made = result.output_for_node("deployed_endpoint")
+    assert (made["version"], made["staging_version"], made["shadow"]) == (first, second, True)
+    marker = row(77)
+    for _ in range(3):
+        status, headers, _ = predict(made["url"], {"rows": [marker]})
+        assert (status, headers[VERSION_HEADER]) == (200, first)  # the caller sees Production
+    expected = local_predictions(resources, tenant, second, [marker])[0]
+    deadline = time.monotonic() + 10
+    while True:
+        serve.get_app_handle(APP_NAME).flush_log.remote().result()
+        log = prediction_log.read(resources["object_store"], tenant).to_pandas()
+        shadow = log[(log["route"] == prediction_log.SHADOW_ROUTE)
+                     & np.isclose(log["nps_score"], marker["nps_score"])]
+        if len(shadow) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(shadow) == 3 and set(shadow["model_version"]) == {second}
+    assert shadow["prediction"].to_numpy() == pytest.approx([expected] * 3, abs=1e-6)
+
+
+def test_the_replica_refuses_a_version_made_from_another_tenants_run(predict, served, resources):
+    """The finding: a version created straight through MLflow in PLAIN's registered model from
+    CANARIED's run and model, lineage tags copied, staged by hand. No route can serve it."""
+    from mlflow.exceptions import MlflowException  # noqa: F401 - the client raises it
+
+    client = resources["mlflow"].client()
+    donor = client.get_model_version(CANARIED.registered_model_name, served[CANARIED.key]["v1"])
+    forged = client.create_model_version(
+        PLAIN.registered_model_name, source=donor.source, run_id=donor.run_id,
+        tags={**donor.tags, "stage": stages.STAGING}, model_id=donor.model_id)
+    client.set_registered_model_alias(PLAIN.registered_model_name, "staging", forged.version)
+    saved = get_route(PLAIN)
+    set_route(PLAIN, Route(registry_uri=resources["mlflow"].tracking_uri, primary=saved.primary,
+                           staging=str(forged.version)))
+    try:
+        staging_url = served[PLAIN.key]["url"].replace("/predict", "/staging/predict")
+        for _ in range(100):
+            status, _, body = predict(staging_url, {"rows": [row()]})
+            if status != 200 or body["model_version"] == str(forged.version):
+                break
+            time.sleep(0.1)
+        assert status == 503 and "not in the tenant's experiment" in body["error"], body
+    finally:
+        set_route(PLAIN, saved)
+        client.set_registered_model_alias(PLAIN.registered_model_name, "staging",
+                                          served[PLAIN.key]["v2"])

@@ -12,7 +12,7 @@ from ml_assets.registry.ledger import production_at, production_history
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import log_untrained_models
+from ml_assets_testing.models import lineage_tags, log_untrained_models
 
 ACME = Tenant("acme")
 
@@ -25,7 +25,7 @@ def registry(tmp_path):
     events = LifecycleEvents(outbox_path=str(tmp_path / "outbox.db"))
     versions = []
     for _ in range(3):
-        version = str(register_version(mlflow, ACME, uri, {"run_id": ""}).version)
+        version = str(register_version(mlflow, ACME, uri, lineage_tags(mlflow, uri)).version)
         stages.transition(mlflow.client(), events, ACME, version, stages.STAGING, "test", "t")
         versions.append(version)
     return mlflow, events, versions

@@ -8,9 +8,9 @@ import shutil
 import dagster as dg
 import pytest
 
+from ml_assets.access.keys import TOKEN_PATTERN, KeyStore, Role
+from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.cli import main
-from ml_assets.service.keys import TOKEN_PATTERN, KeyStore, Role
-from ml_assets.service.rate_limit import RateLimiter
 from ml_assets.settings import PROJECT_ROOT, load_settings
 from ml_assets.tenants import InvalidTenantError, Tenant, add_tenant
 

@@ -8,7 +8,7 @@ from ml_assets.registry.actions import register_version
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.tenants import Tenant
-from ml_assets_tests.conftest import log_untrained_models
+from ml_assets_testing.models import lineage_tags, log_untrained_models
 
 ACME, GLOBEX = Tenant("acme"), Tenant("globex")
 
@@ -29,7 +29,8 @@ def events(tmp_path):
 
 def new_version(registry, tenant: Tenant) -> str:
     mlflow, uris = registry
-    return register_version(mlflow, tenant, uris[tenant.key], {"run_id": ""}).version
+    return register_version(mlflow, tenant, uris[tenant.key],
+                            lineage_tags(mlflow, uris[tenant.key])).version
 
 
 def stage(registry, tenant: Tenant, version: str) -> str:

@@ -19,7 +19,7 @@ from ml_assets.tenants import Tenant
 from ml_assets.training.metrics import binary_metrics
 
 BEATS_BASELINE = names.BEATS_BASELINE
-REFERENCE_BASELINE = "logistic_regression_reference"
+REFERENCE_BASELINE = names.REFERENCE_BASELINE
 
 
 class EvaluationConfig(dg.Config):
@@ -174,6 +174,9 @@ def evaluation_report(
         check_name=BEATS_BASELINE,
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=f"candidate {config.metric} {candidate[config.metric]:.4f} vs "
+        f"{baseline_name} {baseline[config.metric]:.4f}: improvement {improvement:+.4f}, "
+        f"margin {config.margin}",
         metadata={
             "metric": config.metric,
             "candidate_value": dg.MetadataValue.float(candidate[config.metric]),

@@ -2,8 +2,9 @@
 
 
 import dagster as dg
+from pydantic import Field
 
-from ml_assets import __version__
+from ml_assets import __version__, names
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
 from ml_assets.registry import actions, stages
@@ -15,9 +16,13 @@ ACTOR = "dagster:registered_model"
 
 
 class RegistrationConfig(dg.Config):
-    """Promote straight to Production when the blocking beats_baseline check passed."""
+    """Where a version that passed the blocking beats_baseline check goes past Staging."""
 
-    auto_promote: bool = False
+    auto_promote: bool = Field(False, description="every passing version to Production")
+    first_version_to_production: bool = Field(
+        True, description="a tenant with no Production version gets this one as Production: "
+        "it beat the reference baseline by the gate's margin, the only comparison there is; "
+        "later versions stay in Staging for a canary or a person")
 
 
 @dg.asset(
@@ -35,9 +40,10 @@ def registered_model(
     mlflow: MlflowRegistry,
     events: LifecycleEvents,
 ) -> dg.Output[dict]:
-    """A new version of the tenant's registered model, in Staging (Production with
-    `auto_promote`), tagged with its lineage (MLflow run, data version, code version,
-    evaluation). Runs only if the blocking `beats_baseline` check passed."""
+    """A new version of the tenant's registered model, tagged with its lineage (MLflow run,
+    data version, code version, Dagster run, evaluation), in Staging; a tenant's first version
+    (or every one, with `auto_promote`) goes on to Production. Runs only if the blocking
+    `beats_baseline` check passed."""
     tenant = Tenant(context.partition_key)
     mlflow.tenant_run(tenant, trained_model["run_id"])
     tags = {
@@ -56,10 +62,16 @@ def registered_model(
                 version=str(version.version), run_id=trained_model["run_id"], stage=stages.NONE)
     version = stages.transition(mlflow.client(), events, tenant, version.version, stages.STAGING,
                                 reason="passed beats_baseline", actor=ACTOR)
-    if config.auto_promote:
-        version = actions.promote(mlflow.client(), events, tenant, version.version,
-                                  reason="auto_promote: passed "
-                                    "beats_baseline", actor=ACTOR)
+    gate = evaluation_report["gate"]
+    first = (config.first_version_to_production
+             and evaluation_report["baseline"] == names.REFERENCE_BASELINE
+             and stages.version_with_alias(mlflow.client(), tenant, stages.PRODUCTION) is None)
+    if config.auto_promote or first:
+        policy = "first_version_to_production" if first else "auto_promote"
+        version = actions.promote(
+            mlflow.client(), events, tenant, version.version, actor=ACTOR,
+            reason=f"{policy}: {gate['metric']} beat {evaluation_report['baseline']} by "
+                   f"{gate['improvement']:.4f} (margin {gate['margin']})")
     stage = stages.stage_of(version)
     return dg.Output(
         {"name": version.name, "version": str(version.version), "stage": stage,

@@ -1,4 +1,5 @@
-"""Redeploy a tenant's endpoint when its Production or Staging version changes in MLflow."""
+"""Redeploy a tenant's endpoint when its Production or Staging version changes in MLflow; an
+alias moved outside ml_assets onto a version that may not serve is moved back."""
 
 import json
 
@@ -7,7 +8,7 @@ import dagster as dg
 from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
-from ml_assets.registry import stages
+from ml_assets.registry import lineage, stages
 from ml_assets.registry.ledger import production_history
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
@@ -42,13 +43,38 @@ def record_outside_move(events: LifecycleEvents, tenant: Tenant, version: str) -
                 actor=OBSERVER, reason="production alias moved outside ml_assets")
 
 
+def refusal(client, tenant: Tenant, version: str) -> str | None:
+    """Why the version may not hold a serving alias (None or Archived before the move, or no
+    verified lineage), or None when it may."""
+    found = stages.model_version(client, tenant, version)
+    tagged = found.tags.get(stages.STAGE_TAG, stages.NONE)
+    if tagged in (stages.NONE, stages.ARCHIVED):
+        return f"version {version} was {tagged}: never served"
+    problems = lineage.problems(client, tenant, found)
+    return "; ".join(problems) if problems else None
+
+
+def revert(client, events: LifecycleEvents, tenant: Tenant, stage: str, version: str,
+           previous: str | None, reason: str) -> None:
+    """Take the stage's alias off `version` and give it back to `previous` (if any)."""
+    name, alias = tenant.registered_model_name, stages.ALIASES[stage]
+    client.delete_registered_model_alias(name, alias)
+    if previous is not None:
+        client.set_registered_model_alias(name, alias, previous)
+    events.emit(EventType.MODEL_STAGE_REVERTED, tenant, model=name, version=version,
+                stage=stage, restored_version=previous, actor=OBSERVER,
+                reason=f"{alias} alias moved outside ml_assets onto a refused version: {reason}")
+
+
 @dg.sensor(
     name=OBSERVER,
     asset_selection=[names.DEPLOYED_ENDPOINT],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls the MLflow registry; when a tenant's Production or Staging version "
-    "changes (through ml_assets or directly in MLflow) it redeploys that tenant's endpoint.",
+    "changes (through ml_assets or directly in MLflow) it redeploys that tenant's endpoint. "
+    "An alias moved onto a None or Archived version, or one without verified lineage, is "
+    "moved back (MODEL_STAGE_REVERTED).",
 )
 def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowRegistry,
                                events: LifecycleEvents) -> dg.SensorResult:
@@ -60,6 +86,16 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
         tenant = Tenant(key)
         state = registry_state(client, tenant)
         previous = seen.get(key, {stage: None for stage in WATCHED})
+        for stage in WATCHED:
+            moved_to = state[stage]
+            if moved_to is None or moved_to == previous.get(stage):
+                continue
+            reason = refusal(client, tenant, moved_to)
+            if reason is not None:
+                revert(client, events, tenant, stage, moved_to, previous.get(stage), reason)
+                context.log.warning(f"tenant {key}: {stage} alias on version {moved_to} "
+                                    f"reverted: {reason}")
+                state[stage] = previous.get(stage)
         seen[key] = state
         changed = [stage for stage in WATCHED if state[stage] != previous.get(stage)]
         if first_tick or not changed or not any(state.values()):

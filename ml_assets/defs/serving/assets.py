@@ -1,15 +1,19 @@
 """The tenant's live HTTP endpoint: a route on the one multi-tenant Ray Serve application."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
 from ml_assets import names
+from ml_assets.access.keys import KeyStore, Role
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
-from ml_assets.registry import stages
+from ml_assets.registry import lineage, stages
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
@@ -21,53 +25,51 @@ from ml_assets.tenants import Tenant
 
 
 class DeployConfig(dg.Config):
-    """Which version to serve, how much traffic its Staging canary gets, how hard to smoke-test."""
+    """How much traffic the Staging version gets beside Production, how hard to smoke-test."""
 
-    version: str | None = Field(
-        None, description="registered version to deploy; default: Production, else Staging")
     canary_weight: int | None = Field(
         None, ge=0, le=100,
         description="percent of request keys sent to the Staging version; 0 aborts a canary, "
         "100 promotes it; default: keep the tenant's current weight")
+    shadow: bool | None = Field(
+        None, description="Staging also scores every production request, logged, never "
+        "returned; default: keep the tenant's current setting")
     smoke_requests: int = Field(20, ge=1, le=1000)
 
 
-def version_to_deploy(client, tenant: Tenant, requested: str | None):
-    """The requested version, else the tenant's Production version, else its Staging one."""
-    if requested:
-        return stages.model_version(client, tenant, requested)
-    for stage in (stages.PRODUCTION, stages.STAGING):
-        version = stages.version_with_alias(client, tenant, stage)
-        if version is not None:
-            return version
-    raise stages.StageTransitionError(
-        f"tenant {tenant.key!r} has no Staging or Production model version to deploy")
-
-
-def canary_version(client, tenant: Tenant, primary: str, weight: int) -> str | None:
-    """The Staging version that takes `weight` percent of keys, or None without a canary."""
-    if weight == 0:
+def servable(client, tenant: Tenant, stage: str) -> str | None:
+    """The version holding the stage, if any; its lineage verified (else it is not served)."""
+    version = stages.version_with_alias(client, tenant, stage)
+    if version is None:
         return None
-    staging = stages.version_with_alias(client, tenant, stages.STAGING)
-    if staging is None or str(staging.version) == primary:
-        raise stages.StageTransitionError(
-            f"canary weight {weight} for tenant {tenant.key!r}, but it has no Staging version "
-            f"other than the served version {primary}")
-    return str(staging.version)
+    lineage.verify(client, tenant, version)
+    return str(version.version)
 
 
-def wait_until_routed(url: str, route: Route, row: dict, timeout_s: float = 30) -> None:
+def wait_until_routed(url: str, token: str, expected: set[str], row: dict,
+                      timeout_s: float = 30) -> None:
     """Until the endpoint answers with the new route (replicas pick it up by long-poll)."""
-    expected = {route.primary} | ({route.canary} if route.canary_weight else set())
     deadline = time.monotonic() + timeout_s
     while True:
-        status, headers, body = post_json(url, {"rows": [row]})
+        status, headers, body = post_json(url, {"rows": [row]}, token=token)
         if status == 200 and headers.get(VERSION_HEADER) in expected:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} still answers {status} {headers.get(VERSION_HEADER)} "
                                f"{body} after {timeout_s} s; expected versions {expected}")
         time.sleep(0.1)
+
+
+@contextmanager
+def deployer_token(serve_endpoint: ServeEndpoint, tenant: Tenant) -> Iterator[str]:
+    """A key of the tenant for the smoke test, revoked when it is done."""
+    keys = KeyStore(Path(serve_endpoint.api_keys_path))
+    key, token = keys.create(tenant, Role.staging)
+    try:
+        yield token
+    finally:
+        keys.revoke(key.id)
+        keys.close()
 
 
 def ensure_app(feast: FeastStore, object_store: ObjectStore,
@@ -84,7 +86,8 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status != "RUNNING":
         # plain config: resources carry runtime state (locks) that does not pickle
-        serve.run(ChurnService.bind(feast.model_dump(), object_store.model_dump()),
+        serve.run(ChurnService.bind(feast.model_dump(), object_store.model_dump(),
+                                    **serve_endpoint.replica_config()),
                   name=APP_NAME,
                   route_prefix=ROUTE_PREFIX)
 
@@ -130,66 +133,79 @@ def deployed_endpoint(
     serve_endpoint: ServeEndpoint,
     events: LifecycleEvents,
 ) -> dg.Output[dict]:
-    """The tenant's route on the shared Ray Serve app (POST /v1/{tenant}/predict): its
-    Production version (else Staging), optionally a Staging canary on a share of request keys,
-    its latest features in the online store; smoke-tested over HTTP (p50/p95 in metadata).
-    `url` is the replica's own port under direct ingress, `proxy_url` Serve's proxy."""
+    """The tenant's routes on the shared Ray Serve app: its Production version at
+    POST /v1/{tenant}/predict, its Staging version at /v1/{tenant}/staging/predict and
+    optionally as a canary share or shadow of production; latest features in the online
+    store; smoke-tested over HTTP (p50/p95 in metadata). Only versions with verified lineage
+    are served. `url` is the replica's own port under direct ingress, `proxy_url` Serve's."""
     tenant = Tenant(context.partition_key)
     client = mlflow.client()
-    version = version_to_deploy(client, tenant, config.version)
-    stage = stages.stage_of(version)
-    if stage not in stages.SERVABLE:
+    primary = servable(client, tenant, stages.PRODUCTION)
+    staging = servable(client, tenant, stages.STAGING)
+    if primary is None and staging is None:
         raise stages.StageTransitionError(
-            f"version {version.version} of tenant {tenant.key!r} is in stage {stage}; "
-            f"only {sorted(stages.SERVABLE)} versions are deployed"
-        )
-    primary = str(version.version)
-    if config.canary_weight is not None:  # bad canary config fails before any work
-        canary_version(client, tenant, primary, config.canary_weight)
-    rows = input_example(f"models:/{version.name}/{primary}")
+            f"tenant {tenant.key!r} has no Staging or Production model version to deploy")
+    ray.connect()
+    current = get_route(tenant)
+    weight = config.canary_weight if config.canary_weight is not None else (
+        current.canary_weight if current and current.canary == staging else 0)
+    shadow = config.shadow if config.shadow is not None else bool(current and current.shadow)
+    if (weight or shadow) and (primary is None or staging is None or staging == primary):
+        raise stages.StageTransitionError(  # before any work
+            f"canary weight {weight} / shadow {shadow} for tenant {tenant.key!r} needs a "
+            f"Production and a Staging version; it has {primary} and {staging}")
+    route = Route(registry_uri=mlflow.tracking_uri, primary=primary, staging=staging,
+                  canary=staging if weight else None, canary_weight=weight, shadow=shadow)
+    served = primary or staging
+    rows = input_example(f"models:/{tenant.registered_model_name}/{served}")
     customers = feast.materialize_online(tenant)
     context.log.info(f"tenant {tenant.key}: {customers} customers in the online store")
 
-    ray.connect()
     ensure_app(feast, object_store, serve_endpoint)
-    current = get_route(tenant)
-    weight = config.canary_weight
-    if weight is None:
-        weight = current.canary_weight if current else 0
-    route = Route(registry_uri=mlflow.tracking_uri, primary=primary,
-                  canary=canary_version(client, tenant, primary, weight), canary_weight=weight)
     set_route(tenant, route)
 
     from ml_assets.serving.app import APP_NAME  # imported by ensure_app already
 
     port = direct_ingress_port(APP_NAME) if serve_endpoint.direct_ingress else None
     url, proxy_url = serve_endpoint.url(tenant, port), serve_endpoint.url(tenant)
+    smoke_url = url if primary else serve_endpoint.url(tenant, port, staging=True)
+    if primary is None:
+        context.log.warning(f"tenant {tenant.key}: no Production version; the production "
+                            f"route answers 503, Staging {staging} is at {smoke_url}")
     context.log.info(f"tenant {tenant.key}: {url}" + (f" (proxy: {proxy_url})" if port else ""))
-    wait_until_routed(url, route, rows[0])
+    expected = {primary, route.canary} if primary else {staging}
     latencies = []
-    for i in range(config.smoke_requests):
-        started = time.perf_counter()
-        status, headers, body = post_json(url, {"rows": [rows[i % len(rows)]],
-                                                "key": f"smoke-{i}"})
-        latencies.append((time.perf_counter() - started) * 1000)
-        if status != 200 or not 0.0 <= body["predictions"][0] <= 1.0:
-            raise RuntimeError(f"smoke request to {url} failed: {status} {body}")
-        if headers.get(VERSION_HEADER) not in {route.primary, route.canary}:
-            raise RuntimeError(f"{url} answered with version {headers.get(VERSION_HEADER)}")
+    with deployer_token(serve_endpoint, tenant) as token:
+        wait_until_routed(smoke_url, token, expected - {None}, rows[0])
+        for i in range(config.smoke_requests):
+            started = time.perf_counter()
+            status, headers, body = post_json(smoke_url, {"rows": [rows[i % len(rows)]],
+                                                          "key": f"smoke-{i}"}, token=token)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != 200 or not 0.0 <= body["predictions"][0] <= 1.0:
+                raise RuntimeError(f"smoke request to {smoke_url} failed: {status} {body}")
+            if headers.get(VERSION_HEADER) not in expected:
+                raise RuntimeError(f"{smoke_url} answered with version "
+                                   f"{headers.get(VERSION_HEADER)}")
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95))
-    events.emit(EventType.MODEL_DEPLOYED, tenant, model=version.name, version=primary,
-                stage=stage, url=url, canary=route.canary, canary_weight=route.canary_weight)
+    stage = stages.PRODUCTION if primary else stages.STAGING
+    events.emit(EventType.MODEL_DEPLOYED, tenant, model=tenant.registered_model_name,
+                version=served, stage=stage, url=url, staging_version=staging,
+                canary=route.canary, canary_weight=route.canary_weight, shadow=shadow)
     return dg.Output(
-        {"url": url, "proxy_url": proxy_url, "version": primary, "stage": stage,
-         "canary": route.canary,
-         "canary_weight": route.canary_weight, "sample_row": rows[0]},
+        {"url": url, "proxy_url": proxy_url, "staging_url": serve_endpoint.url(
+            tenant, port, staging=True), "version": primary, "staging_version": staging,
+         "stage": stage, "canary": route.canary, "canary_weight": route.canary_weight,
+         "shadow": shadow, "sample_row": rows[0]},
         metadata={
             "url": dg.MetadataValue.url(url),
             "ingress": f"direct (replica port {port})" if port else "proxy",
-            "version": primary,
+            "version": primary or "",
+            "staging_version": staging or "",
             "stage": stage,
             "canary_version": route.canary or "",
             "canary_weight": route.canary_weight,
+            "shadow": shadow,
             "online_customers": customers,
             "smoke_requests": config.smoke_requests,
             "smoke_p50_ms": dg.MetadataValue.float(p50),

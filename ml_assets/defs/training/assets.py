@@ -151,15 +151,15 @@ def trained_model(
     else:
         context.log.info(f"resuming MLflow run {run_id} and Ray Train run {run_name}: an "
                          "earlier attempt with this config and data did not finish")
-    resume_from = _latest_checkpoint(object_store, tenant, run_name)
     client = mlflow.client()
-    logged = client.get_run(run_id).data.params
-    for key, value in config.model_dump().items():
-        if key not in logged:
-            client.log_param(run_id, key, value)
-    events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
-                experiment_name=config.experiment_name, data_version=data_version)
-    try:
+    try:  # from here on any failure ends the MLflow run FAILED: none is left RUNNING
+        resume_from = _latest_checkpoint(object_store, tenant, run_name)
+        logged = client.get_run(run_id).data.params
+        for key, value in config.model_dump().items():
+            if key not in logged:
+                client.log_param(run_id, key, value)
+        events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
+                    experiment_name=config.experiment_name, data_version=data_version)
         ray.connect()
         data = ray_training.preprocess(training_features)
         # rank 0 logs each epoch to MLflow as it ends: show it in the run log as it happens

@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Response
 
 from ml_assets import names
+from ml_assets.access.keys import Role
 from ml_assets.service.auth import Caller, Service, access, service
 from ml_assets.service.dagster_runs import IdempotencyConflict, Run
 from ml_assets.service.errors import BODY_ERRORS, ERRORS, log, upstream
-from ml_assets.service.keys import Role
 from ml_assets.service.schemas import (
     ExperimentLaunched,
     ExperimentRequest,

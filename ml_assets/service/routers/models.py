@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
+from ml_assets.access.keys import Role
 from ml_assets.registry import actions, stages
 from ml_assets.registry.ledger import production_at, production_history
 from ml_assets.service.auth import Caller, Service, access, service
 from ml_assets.service.errors import BODY_ERRORS, ERRORS, upstream
-from ml_assets.service.keys import Role
 from ml_assets.service.schemas import (
     HistoryQuery,
     ModelVersionInfo,

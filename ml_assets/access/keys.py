@@ -29,9 +29,11 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS api_keys (
 class Role(IntEnum):
     """What a key may do; each role may do what the ones below it may."""
 
-    viewer = 1    # read runs, models, history
-    trainer = 2   # + launch experiments
-    promoter = 3  # + promote and roll back model versions
+    predict = 1   # the tenant's production prediction route
+    staging = 2   # + its pre-production route (the Staging version)
+    viewer = 3    # + read runs, models, history
+    trainer = 4   # + launch experiments
+    promoter = 5  # + promote and roll back model versions
 
 
 @dataclass(frozen=True)
