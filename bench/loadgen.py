@@ -2,10 +2,13 @@
 answered, for `duration` seconds. Run in its own process so it never shares the server's loop.
 
     python -m bench.loadgen URL CONCURRENCY DURATION_S   -> one JSON line on stdout
+
+The API key of the URL's tenant comes from ML_ASSETS_KEY (sent as a bearer token).
 """
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -34,7 +37,9 @@ async def load(url: str, concurrency: int, duration_s: float) -> dict:
     latencies: list[float] = []
     errors: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    key = os.environ.get("ML_ASSETS_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         # warm-up: connections open, models loaded, caches hot
         await asyncio.gather(*(client(session, url, time.perf_counter() + 1, [], [])
                                for _ in range(concurrency)))

@@ -1,10 +1,18 @@
 """The floor for bench/serving: the same model, request checks and JSON answer in one bare
-uvicorn + Starlette process, no Ray.
+uvicorn + Starlette process, no Ray. With FLOOR_SECURED=1 it also does what the Serve replica
+adds around them: the caller's key checked in the key store (KEYS_PATH), the per-key rate
+limit, and every request appended to the prediction log (flushed to parquet every 2 s, off the
+request path), so the two variants in one run price those mechanisms.
 
     MODEL_URI=models:/t-churn/1 MLFLOW_TRACKING_URI=... uvicorn bench.serving_floor:app
 """
 
+import asyncio
+import contextlib
+import math
 import os
+import time
+import uuid
 
 import mlflow.pytorch
 import torch
@@ -13,6 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ml_assets.access.guard import AccessDenied, authorize
+from ml_assets.access.keys import KeyStore, Role
+from ml_assets.access.rate_limit import RateLimiter
+from ml_assets.data.object_store import ObjectStoreClient
+from ml_assets.schema import FEATURES
+from ml_assets.serving import prediction_log
 from ml_assets.serving.request import (
     RequestError,
     decode_json,
@@ -20,22 +34,63 @@ from ml_assets.serving.request import (
     tenant_of,
     validate_rows,
 )
+from ml_assets.tenants import Tenant
 
 model = mlflow.pytorch.load_model(os.environ["MODEL_URI"]).eval()
 VERSION = os.environ["MODEL_URI"].rsplit("/", 1)[-1]
+SECURED = os.environ.get("FLOOR_SECURED") == "1"
+keys = KeyStore(os.environ["KEYS_PATH"]) if SECURED else None
+limiter = RateLimiter(600_000)
+store = ObjectStoreClient(root=os.environ.get("OBJECTS_DIR", "/tmp/floor-objects"))
+buffer: dict[str, list[dict]] = {}
+
+
+def log(tenant: str, status: int, started: float, matrix: list, predictions: list) -> None:
+    request = {"request_id": uuid.uuid4().hex, "ts": time.time_ns() // 1000, "tenant": tenant,
+               "model_version": VERSION, "route": "production", "status": status,
+               "latency_ms": (time.perf_counter() - started) * 1000}
+    rows = buffer.setdefault(tenant, [])
+    for i, prediction in enumerate(predictions):
+        values = matrix[i] if matrix else [None] * len(FEATURES)
+        rows.append({**request, "customer_id": None, "prediction": prediction,
+                     **{f: None if v is None or math.isnan(v) else v
+                        for f, v in zip(FEATURES, values, strict=True)}})
 
 
 async def predict(request: Request) -> JSONResponse:
+    started = time.perf_counter()
     try:
         tenant = tenant_of(request.url.path)
+        if SECURED:
+            authorize(keys, limiter, request.headers.get("authorization"), tenant, Role.predict)
         _, rows = parse_body(decode_json(await request.body()))
         matrix = validate_rows(rows)
-    except RequestError as exc:
+    except (RequestError, AccessDenied) as exc:
         return JSONResponse({"error": str(exc)}, exc.status)
     with torch.no_grad():
         predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
-    return JSONResponse({"tenant": tenant, "model_version": VERSION, "predictions": predictions},
-                        headers={"x-model-version": VERSION})
+    response = JSONResponse({"tenant": tenant, "model_version": VERSION,
+                             "predictions": predictions}, headers={"x-model-version": VERSION})
+    if SECURED:
+        log(tenant, 200, started, matrix, predictions)
+    return response
+
+
+async def flush_every_2s() -> None:
+    while True:
+        await asyncio.sleep(2)
+        taken = {tenant: rows for tenant, rows in buffer.items() if rows}
+        buffer.clear()
+        for tenant, rows in taken.items():
+            await asyncio.to_thread(prediction_log.write, store, Tenant(tenant), rows)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_: Starlette):
+    flusher = asyncio.create_task(flush_every_2s()) if SECURED else None
+    yield
+    if flusher:
+        flusher.cancel()
 
 
 async def healthz(_: Request) -> JSONResponse:
@@ -43,4 +98,4 @@ async def healthz(_: Request) -> JSONResponse:
 
 
 app = Starlette(routes=[Route("/v1/{tenant}/predict", predict, methods=["POST"]),
-                        Route("/healthz", healthz)])
+                        Route("/healthz", healthz)], lifespan=lifespan)

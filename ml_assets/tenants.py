@@ -60,6 +60,13 @@ class Tenant:
         return f"/v1/{self.key}"
 
 
+def validated_keys(per_tenant: dict) -> dict:
+    """A per-tenant mapping whose keys are all valid tenant keys (InvalidTenantError if not)."""
+    for key in per_tenant:
+        Tenant(key)
+    return per_tenant
+
+
 def add_tenant(instance: dg.DagsterInstance, key: str) -> Tenant:
     """Validate and register a tenant partition (idempotent)."""
     tenant = Tenant(key)

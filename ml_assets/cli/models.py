@@ -16,6 +16,16 @@ from ml_assets.tenants import Tenant
 REDEPLOY = "the stage-change sensor redeploys it (no daemon: `ml-assets deploy {tenant}`)"
 
 
+def connect_ray(settings: Settings) -> None:
+    """Join the Ray cluster whose route table serves the tenants."""
+    from ml_assets.resources.ray import RayCluster
+
+    if not settings.ray_address or not reachable(settings.ray_address):
+        raise ValueError("no Ray cluster serves the endpoint: set RAY_ADDRESS or run `make demo`")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    RayCluster(address=settings.ray_address).connect()
+
+
 def promote(settings: Settings, tenant: Tenant, version: str, reason: str) -> str:
     from ml_assets.registry import actions
 
@@ -37,17 +47,26 @@ def rollback(settings: Settings, tenant: Tenant) -> str:
 def route(settings: Settings, tenant: Tenant, canary_weight: int) -> str:
     """Send canary_weight percent of the tenant's request keys to its Staging version."""
     from ml_assets.registry import actions
-    from ml_assets.resources.ray import RayCluster
 
-    if not settings.ray_address or not reachable(settings.ray_address):
-        raise ValueError("no Ray cluster serves the endpoint: set RAY_ADDRESS or run `make demo`")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    connect_ray(settings)
     client, events = registry(settings)
-    RayCluster(address=settings.ray_address).connect()
     moved = actions.set_canary_weight(client, events, tenant, canary_weight, actor())
     canary = f"canary version {moved.canary} on {moved.canary_weight} % of keys" \
         if moved.canary else "no canary"
     return f"tenant {tenant.key}: version {moved.primary} serves, {canary}"
+
+
+def rollout(settings: Settings, tenant: Tenant, action: str) -> str:
+    """Pause, resume or abort the progressive rollout of the tenant's Staging version."""
+    from ml_assets.registry import rollout as rollouts
+
+    connect_ray(settings)
+    if action == "abort":
+        client, events = registry(settings)
+        rollouts.abort(client, events, tenant, "aborted from the CLI", actor())
+        return f"tenant {tenant.key}: rollout aborted, the Staging version Archived"
+    rollouts.set_paused(tenant, action == "pause")
+    return f"tenant {tenant.key}: rollout {'paused' if action == 'pause' else 'resumed'}"
 
 
 def history(settings: Settings, tenant: Tenant, at: str | None) -> str:
@@ -85,3 +104,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("tenant")
     cmd.add_argument("--canary", type=int, required=True, metavar="PERCENT")
     cmd.set_defaults(run=lambda s, a: route(s, Tenant(a.tenant), a.canary))
+    cmd = commands.add_parser("rollout", help="hold, let go on, or stop the Staging version's "
+                              "progressive rollout (shadow, canary steps, promotion)")
+    cmd.add_argument("tenant")
+    cmd.add_argument("action", choices=["pause", "resume", "abort"])
+    cmd.set_defaults(run=lambda s, a: rollout(s, Tenant(a.tenant), a.action))

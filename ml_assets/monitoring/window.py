@@ -93,9 +93,46 @@ def evaluate(table: pa.Table, profile: dict[str, Any] | None, version: str | Non
 
 def canary_outcome(requests: monitoring.Requests, production: str | None, canary: str | None,
                    limits: MonitoringThresholds) -> monitoring.Outcome:
-    if canary is None or production is None:
-        return monitoring.Outcome(monitoring.CANARY_HEALTH, passed=True, observed=None,
-                                  threshold=limits.max_error_rate, rows=0, details={
-                                      "reason": "no canary took traffic in the window"})
+    if canary is None or production is None:  # not a pass: nothing was compared
+        return monitoring.Outcome(monitoring.CANARY_HEALTH, passed=False, observed=None,
+                                  threshold=limits.max_error_rate, rows=0, enough_data=False,
+                                  details={"reason": "no canary took traffic in the window: "
+                                                     "nothing was compared"})
     return monitoring.canary_health(requests, production, canary, limits.max_error_rate,
                                     limits.latency_p95_sla_ms, limits.min_requests)
+
+
+def served_traffic(table: pa.Table) -> pa.Table:
+    """The requests callers got answers to from the production route (Production or its canary
+    share, and refusals before routing): not shadow answers, not the pre-production route."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ml_assets.serving.prediction_log import SHADOW_ROUTE, STAGING_ROUTE
+
+    aside = pc.is_in(table["route"], value_set=pa.array([SHADOW_ROUTE, STAGING_ROUTE]))
+    return table.filter(pc.invert(pc.fill_null(aside, False)))
+
+
+def rollout_traffic(table: pa.Table, route, verdict: monitoring.Outcome):
+    """What the rollout step needs from the window: Staging's shadow answers and canary
+    requests since the route's step began, and whether the canary check passed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ml_assets.registry.rollout import Traffic
+    from ml_assets.serving.prediction_log import CANARY_ROUTE, SHADOW_ROUTE
+
+    since = pa.scalar(int((route.since or 0) * 1_000_000), pa.timestamp("us", tz="UTC"))
+    recent = table.filter(pc.and_(pc.greater_equal(table["ts"], since),
+                                  pc.equal(table["model_version"], route.staging)))
+
+    def requests_on(name: str) -> pa.Table:
+        rows = recent.filter(pc.equal(recent["route"], name))
+        return rows.group_by("request_id").aggregate([("status", "max")])
+
+    shadow, canary = requests_on(SHADOW_ROUTE), requests_on(CANARY_ROUTE)
+    errors = pc.sum(pc.greater_equal(shadow["status_max"], 500)).as_py() or 0
+    return Traffic(shadow_answers=len(shadow), shadow_errors=errors,
+                   canary_requests=len(canary),
+                   canary_check_passed=verdict.passed and verdict.enough_data)

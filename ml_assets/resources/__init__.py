@@ -13,6 +13,7 @@ from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.retrain import RetrainPolicy
+from ml_assets.resources.rollout import RolloutPolicy
 from ml_assets.settings import Settings
 
 
@@ -45,6 +46,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                   kafka_bootstrap=settings.kafka_bootstrap),
         "retrain_policy": RetrainPolicy(),
         "monitoring_policy": MonitoringPolicy(),
+        "rollout_policy": RolloutPolicy(),
         "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port,
                                         direct_ingress=settings.serve_direct_ingress,
                                         direct_port_min=settings.serve_direct_ports[0],

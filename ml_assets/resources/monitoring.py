@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field, field_validator
 
-from ml_assets.tenants import Tenant
+from ml_assets.tenants import Tenant, validated_keys
 
 
 class MonitoringThresholds(dg.Config):
@@ -31,12 +31,7 @@ class MonitoringPolicy(dg.ConfigurableResource):
         default_factory=dict, description="per-tenant thresholds; fields left out take the "
         "built-in defaults")
 
-    @field_validator("tenant_thresholds")
-    @classmethod
-    def _valid_tenants(cls, value: dict) -> dict:
-        for key in value:
-            Tenant(key)
-        return value
+    _valid_tenants = field_validator("tenant_thresholds")(lambda cls, value: validated_keys(value))
 
     def for_tenant(self, tenant: Tenant) -> MonitoringThresholds:
         return self.tenant_thresholds.get(tenant.key, self.thresholds)

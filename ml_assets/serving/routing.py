@@ -43,6 +43,8 @@ class Route(BaseModel, frozen=True):
     canary_weight: int = Field(0, ge=0, le=100, description="percent of keys sent to canary")
     shadow: bool = Field(False, description="Staging also answers every production request; "
                          "its answers are logged, never returned")
+    since: float | None = Field(None, description="when the rollout's current step began")
+    paused: bool = Field(False, description="a person holds the rollout where it is")
 
     @model_validator(mode="after")
     def _canary_needs_a_version(self) -> Route:

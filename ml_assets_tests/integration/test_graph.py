@@ -103,11 +103,12 @@ def test_checkpoints_live_under_their_tenant_prefix_only(graph, resources):
         assert all(k.startswith(f"checkpoints/{run_dir}/") for k in keys)
         other_run_dir = graph[other]["trained_model"]["checkpoint_dir"].rsplit("/", 1)[-1]
         assert not [k for k in keys if other_run_dir in k]
-    root = Path(store.root)
-    files = [p for p in root.rglob("*") if p.is_file()]
-    assert files and all(
-        p.relative_to(root).parts[:2] in {("tenants", t) for t in TENANTS} for p in files
-    )
+    root = Path(store.root)  # other tests' tenants write here too: each under its own prefix
+    files = [p.relative_to(root).parts for p in root.rglob("*") if p.is_file()]
+    assert files and all(parts[0] == "tenants" and Tenant(parts[1]) for parts in files)
+    for tenant in TENANTS:
+        run_dir = graph[tenant]["trained_model"]["checkpoint_dir"].rsplit("/", 1)[-1]
+        assert all(parts[1] == tenant for parts in files if run_dir in parts)
 
 
 def test_evaluation_report_is_logged_and_gate_passed(graph, client):

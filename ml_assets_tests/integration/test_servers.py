@@ -48,6 +48,7 @@ def server_resources(settings, s3_endpoint, mlflow_server, broker, tmp_path_fact
             "ML_ASSETS_S3_BUCKET": BUCKET,
             "ML_ASSETS_KAFKA_BOOTSTRAP": broker.bootstrap,
             "ML_ASSETS_SERVE_PORT": str(settings.serve_port),  # one Serve proxy per cluster
+            "ML_ASSETS_API_KEYS": str(settings.api_keys_path),  # and one key store it checks
         })
         resources = build_resources(server_settings)
         churn_data.write(UMBRELLA.key, TEST_SPEC, server_settings.raw_data_dir)

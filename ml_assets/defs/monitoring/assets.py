@@ -2,7 +2,7 @@
 
 import warnings
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import numpy as np
@@ -18,15 +18,22 @@ from ml_assets.monitoring.window import (
     evaluate,
     load_profile,
     newest_version,
+    rollout_traffic,
+    served_traffic,
 )
-from ml_assets.registry import actions
+from ml_assets.registry import actions, rollout
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
+from ml_assets.resources.rollout import RolloutPolicy, RolloutSteps
 from ml_assets.serving import prediction_log
+from ml_assets.serving.routing import get_route
 from ml_assets.tenants import Tenant
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ALERTS = {**dict.fromkeys(monitoring.DRIFT_CHECKS, EventType.MODEL_DRIFT_DETECTED),
           **dict.fromkeys(monitoring.QUALITY_CHECKS, EventType.MODEL_QUALITY_DEGRADED)}
@@ -118,6 +125,20 @@ def alert(events: LifecycleEvents, instance: dg.DagsterInstance, tenant: Tenant,
     return True
 
 
+def rollout_step(ray: RayCluster, mlflow: MlflowRegistry, events: LifecycleEvents,
+                 tenant: Tenant, steps: RolloutSteps, logged: "pa.Table",
+                 verdict: monitoring.Outcome) -> str | None:
+    """The rollout's next step on the live route (None when no Staging version is routed)."""
+    if not steps.enabled:
+        return None
+    ray.connect()
+    route = get_route(tenant)
+    if route is None or route.staging is None or route.primary is None:
+        return None
+    traffic = rollout_traffic(logged, route, verdict)
+    return rollout.advance(mlflow.client(), events, tenant, steps, traffic)
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name="monitoring",
@@ -131,18 +152,21 @@ def model_monitoring(
     mlflow: MlflowRegistry,
     events: LifecycleEvents,
     monitoring_policy: MonitoringPolicy,
+    rollout_policy: RolloutPolicy,
     ray: RayCluster,
 ):
     """The last window of the tenant's prediction log (latency percentiles, throughput, error
     rate, mean prediction) held to its thresholds and to the served version's reference
     profile. A breach publishes MODEL_DRIFT_DETECTED or MODEL_QUALITY_DEGRADED once; a canary
-    worse than Production is rolled back."""
+    worse than Production is rolled back; else a Staging version's rollout takes its next
+    step (shadow, canary shares, promotion)."""
     tenant = Tenant(context.partition_key)
     limits = monitoring_policy.for_tenant(tenant)
     object_store.check()
     end = datetime.now(UTC)
     start = end - timedelta(minutes=monitoring_policy.window_minutes)
-    table = prediction_log.read(object_store, tenant, LOG_COLUMNS, since=start)
+    logged = prediction_log.read(object_store, tenant, LOG_COLUMNS, since=start)
+    table = served_traffic(logged)  # what callers got: no shadow, no pre-production route
     version = newest_version(table, prediction_log.PRODUCTION_ROUTE)
     profile = load_profile(mlflow, tenant, version) if version else None
     requests, outcomes = evaluate(table, profile, version, limits)
@@ -154,6 +178,9 @@ def model_monitoring(
         reason=f"canary worse than Production on {', '.join(verdict.details['breached'])}",
         observed={"canary": verdict.details["canary"],
                   "production": verdict.details["production"]})
+    step = None if rolled_back else rollout_step(ray, mlflow, events, tenant,
+                                                 rollout_policy.for_tenant(tenant), logged,
+                                                 verdict)
 
     published = [o.check for o in outcomes
                  if alert(events, context.instance, tenant, o, version, window)]
@@ -168,6 +195,7 @@ def model_monitoring(
                              "observed": o.observed} for o in outcomes},
         "alerts_published": published,
         "canary_rolled_back": canary if rolled_back else None,
+        "rollout_step": step,
     }
     yield dg.Output(summary, metadata={
         "model_version": version or "",
@@ -179,6 +207,7 @@ def model_monitoring(
            if summary["error_rate"] is not None else {}),
         "alerts_published": ", ".join(published) or "none",
         "canary_rolled_back": summary["canary_rolled_back"] or "none",
+        "rollout_step": step or "none",
         **window,
     })
     for outcome in outcomes:

@@ -147,15 +147,18 @@ def deployed_endpoint(
             f"tenant {tenant.key!r} has no Staging or Production model version to deploy")
     ray.connect()
     current = get_route(tenant)
+    # a rollout in progress goes on for the same Staging version; a new one starts over
+    same = current is not None and current.staging == staging
     weight = config.canary_weight if config.canary_weight is not None else (
-        current.canary_weight if current and current.canary == staging else 0)
-    shadow = config.shadow if config.shadow is not None else bool(current and current.shadow)
+        current.canary_weight if same and current.canary == staging else 0)
+    shadow = config.shadow if config.shadow is not None else bool(same and current.shadow)
     if (weight or shadow) and (primary is None or staging is None or staging == primary):
         raise stages.StageTransitionError(  # before any work
             f"canary weight {weight} / shadow {shadow} for tenant {tenant.key!r} needs a "
             f"Production and a Staging version; it has {primary} and {staging}")
     route = Route(registry_uri=mlflow.tracking_uri, primary=primary, staging=staging,
-                  canary=staging if weight else None, canary_weight=weight, shadow=shadow)
+                  canary=staging if weight else None, canary_weight=weight, shadow=shadow,
+                  since=current.since if same else None, paused=same and current.paused)
     served = primary or staging
     rows = input_example(f"models:/{tenant.registered_model_name}/{served}")
     customers = feast.materialize_online(tenant)
