@@ -19,6 +19,11 @@ MODEL_GRAPH = (TRAINING_FEATURES, HYPERPARAMETER_SEARCH, TRAINED_MODEL, EVALUATI
                REGISTERED_MODEL, DEPLOYED_ENDPOINT)
 RETRAIN_ASSETS = (TRAINING_FEATURES, TRAINED_MODEL, EVALUATION_REPORT, REGISTERED_MODEL)
 
+# the blocking data contracts on the source assets: nothing is joined or trained past a breach
+ACTIVITY_CONTRACT = "customer_activity_contract"
+LABELS_CONTRACT = "churn_labels_contract"
+CONTRACTS = ((CUSTOMER_ACTIVITY, ACTIVITY_CONTRACT), (CHURN_LABELS, LABELS_CONTRACT))
+
 # the blocking promotion gate on evaluation_report (monitoring's checks: monitoring/statistics)
 BEATS_BASELINE = "beats_baseline"
 # the baseline a tenant's candidate is held to while it has no Production version

@@ -80,5 +80,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
         requests.append(dg.RunRequest(
             run_key=run_key, partition_key=key,
             tags={names.TRIGGER_TAG: RETRAIN, names.REASON_TAG: reason},
-            asset_selection=[dg.AssetKey(k) for k in names.RETRAIN_ASSETS]))
+            asset_selection=[dg.AssetKey(k) for k in names.RETRAIN_ASSETS],
+            asset_check_keys=[dg.AssetCheckKey(dg.AssetKey(asset), check)
+                              for asset, check in names.CONTRACTS]))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
