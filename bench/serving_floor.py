@@ -9,10 +9,8 @@ request path), so the two variants in one run price those mechanisms.
 
 import asyncio
 import contextlib
-import math
 import os
 import time
-import uuid
 
 import mlflow.pytorch
 import torch
@@ -22,10 +20,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ml_assets.access.guard import AccessDenied, authorize
-from ml_assets.access.keys import KeyStore, Role
+from ml_assets.access.keys import REPLICA_CACHE_S, KeyStore, Role
 from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.data.object_store import ObjectStoreClient
-from ml_assets.schema import FEATURES
 from ml_assets.serving import prediction_log
 from ml_assets.serving.request import (
     RequestError,
@@ -34,27 +31,22 @@ from ml_assets.serving.request import (
     tenant_of,
     validate_rows,
 )
-from ml_assets.tenants import Tenant
 
 model = mlflow.pytorch.load_model(os.environ["MODEL_URI"]).eval()
 VERSION = os.environ["MODEL_URI"].rsplit("/", 1)[-1]
 SECURED = os.environ.get("FLOOR_SECURED") == "1"
-keys = KeyStore(os.environ["KEYS_PATH"]) if SECURED else None
+keys = KeyStore(os.environ["KEYS_PATH"], cache_s=REPLICA_CACHE_S) if SECURED else None
 limiter = RateLimiter(600_000)
 store = ObjectStoreClient(root=os.environ.get("OBJECTS_DIR", "/tmp/floor-objects"))
-buffer: dict[str, list[dict]] = {}
+buffer: dict[str, prediction_log.LogBuffer] = {}
 
 
 def log(tenant: str, status: int, started: float, matrix: list, predictions: list) -> None:
-    request = {"request_id": uuid.uuid4().hex, "ts": time.time_ns() // 1000, "tenant": tenant,
-               "model_version": VERSION, "route": "production", "status": status,
-               "latency_ms": (time.perf_counter() - started) * 1000}
-    rows = buffer.setdefault(tenant, [])
-    for i, prediction in enumerate(predictions):
-        values = matrix[i] if matrix else [None] * len(FEATURES)
-        rows.append({**request, "customer_id": None, "prediction": prediction,
-                     **{f: None if v is None or math.isnan(v) else v
-                        for f, v in zip(FEATURES, values, strict=True)}})
+    """What the replica's _log does."""
+    if tenant not in buffer:
+        buffer[tenant] = prediction_log.LogBuffer(tenant)
+    buffer[tenant].add(VERSION, "production", status, (time.perf_counter() - started) * 1000,
+                       [None], matrix, predictions)
 
 
 async def predict(request: Request) -> JSONResponse:
@@ -79,10 +71,10 @@ async def predict(request: Request) -> JSONResponse:
 async def flush_every_2s() -> None:
     while True:
         await asyncio.sleep(2)
-        taken = {tenant: rows for tenant, rows in buffer.items() if rows}
+        taken = list(buffer.values())
         buffer.clear()
-        for tenant, rows in taken.items():
-            await asyncio.to_thread(prediction_log.write, store, Tenant(tenant), rows)
+        for tenant_rows in taken:
+            await asyncio.to_thread(prediction_log.write_buffer, store, tenant_rows)
 
 
 @contextlib.asynccontextmanager

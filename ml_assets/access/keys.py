@@ -12,6 +12,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -19,6 +20,9 @@ from pathlib import Path
 
 from ml_assets.tenants import Tenant
 
+# how long the Serve replica trusts a verified key: a sqlite lookup and a hash per request cost
+# ~40 us of its CPU (bench/serving.py); a revoked key stops working within this
+REPLICA_CACHE_S = 5.0
 TOKEN_PATTERN = re.compile(r"^mla_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS api_keys (
@@ -49,10 +53,15 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore:
-    """The API keys of one state folder (sqlite), shared by the server's threads."""
+    """The API keys of one state folder (sqlite), shared by the server's threads.
 
-    def __init__(self, path: Path) -> None:
+    `cache_s` > 0 keeps a verified token's key that many seconds (the Serve replica: a
+    revocation then takes effect within them); unknown or revoked tokens are never cached."""
+
+    def __init__(self, path: Path, cache_s: float = 0.0) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._cache_s = cache_s
+        self._verified: dict[str, tuple[ApiKey, float]] = {}
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         with self._lock, self._conn:
@@ -70,6 +79,17 @@ class KeyStore:
 
     def verify(self, token: str) -> ApiKey | None:
         """The key the token belongs to, or None (malformed, unknown, revoked, wrong secret)."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        key = self._lookup(token)
+        if key is not None and self._cache_s:
+            if len(self._verified) > 10_000:  # bounded: tokens are few, attackers' unknown
+                self._verified.clear()
+            self._verified[token] = (key, time.monotonic() + self._cache_s)
+        return key
+
+    def _lookup(self, token: str) -> ApiKey | None:
         match = TOKEN_PATTERN.fullmatch(token)
         if match is None:
             return None

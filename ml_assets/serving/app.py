@@ -15,7 +15,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from typing import Any
 
 import torch
@@ -24,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ml_assets.access.guard import AccessDenied, authorize
-from ml_assets.access.keys import KeyStore, Role
+from ml_assets.access.keys import REPLICA_CACHE_S, KeyStore, Role
 from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
-from ml_assets.schema import ENTITY, FEATURES
+from ml_assets.schema import FEATURES
 from ml_assets.serving import prediction_log
 from ml_assets.serving.request import (
     MAX_BODY_BYTES,
@@ -68,12 +67,13 @@ class ChurnService:
                        rate_limit_per_minute: int, log_flush_s: float = 2.0) -> None:
         self.feast = TenantFeatureStore(**feast)
         self.object_store = ObjectStoreClient(**object_store)
-        self.keys, self.limiter = KeyStore(keys_path), RateLimiter(rate_limit_per_minute)
+        self.keys = KeyStore(keys_path, cache_s=REPLICA_CACHE_S)
+        self.limiter = RateLimiter(rate_limit_per_minute)
         self.log_flush_s = log_flush_s
         self.routes: dict[str, Route] = {}
         self.routes_version = -1
         self.feature_stores: dict[str, Any] = {}
-        self.log_buffer: dict[str, list[dict]] = {}
+        self.log_buffer: dict[str, prediction_log.LogBuffer] = {}
         self.load_lock = threading.Lock()
         self.shadows: set[asyncio.Task] = set()  # kept referenced until they finish
         await self._refresh_routes(timeout_s=0)
@@ -105,23 +105,28 @@ class ChurnService:
         """Write the buffered log rows, one parquet file per tenant; how many rows."""
         buffered, self.log_buffer = self.log_buffer, {}
         written = 0
-        for tenant, records in buffered.items():
+        for tenant, buffer in buffered.items():
             try:
-                await asyncio.to_thread(prediction_log.write, self.object_store, Tenant(tenant),
-                                        records)
-                written += len(records)
+                await asyncio.to_thread(prediction_log.write_buffer, self.object_store, buffer)
+                written += len(buffer)
             except Exception:
-                self.log_buffer.setdefault(tenant, []).extend(records)  # nothing is lost
+                self._buffer(tenant).extend(buffer)  # nothing is lost: written next time
                 raise
         return written
 
     def __del__(self) -> None:
         # Serve calls this when it stops the replica gracefully: write what is still buffered
-        for tenant, records in getattr(self, "log_buffer", {}).items():
+        for tenant, buffer in getattr(self, "log_buffer", {}).items():
             try:
-                prediction_log.write(self.object_store, Tenant(tenant), records)
+                prediction_log.write_buffer(self.object_store, buffer)
             except Exception:  # noqa: BLE001 - shutting down: say it, nothing else to do
                 logger.exception("prediction log rows of %s lost at shutdown", tenant)
+
+    def _buffer(self, tenant: str) -> prediction_log.LogBuffer:
+        found = self.log_buffer.get(tenant)
+        if found is None:
+            found = self.log_buffer[tenant] = prediction_log.LogBuffer(tenant)
+        return found
 
     @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> torch.nn.Module:
@@ -267,15 +272,5 @@ class ChurnService:
 
     def _log(self, tenant: str, version: str | None, route: str | None, status: int,
              started: float, customer_ids: list, matrix: list, predictions: list) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        request = {"request_id": uuid.uuid4().hex, "ts": time.time_ns() // 1000, "tenant": tenant,
-                   "model_version": version, "route": route, "status": status,
-                   "latency_ms": latency_ms}
-        rows = self.log_buffer.setdefault(tenant, [])
-        for i, prediction in enumerate(predictions):
-            values = matrix[i] if matrix else [None] * len(FEATURES)
-            row = dict(zip(FEATURES, (None if v is None or math.isnan(v) else v
-                                      for v in values), strict=True))
-            cid = customer_ids[i] if len(customer_ids) > i else None
-            rows.append({**request, ENTITY: cid, "prediction": prediction, **row})
-
+        self._buffer(tenant).add(version, route, status, (time.perf_counter() - started) * 1000,
+                                 customer_ids, matrix, predictions)

@@ -7,6 +7,7 @@ Written by the Serve replica off the request path; read by monitoring.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -46,17 +47,74 @@ def schema() -> pa.Schema:
     )
 
 
+class LogBuffer:
+    """One tenant's rows not written yet, kept per request as the replica answered it: the
+    request path only appends a tuple; the columns are built, vectorized, when written."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.requests: list[tuple] = []
+
+    def add(self, version: str | None, route: str | None, status: int, latency_ms: float,
+            customer_ids: list, matrix: list[list[float]], predictions: list) -> None:
+        """A request: one row per prediction (a failed request: [None], no features)."""
+        self.requests.append((uuid.uuid4().hex, time.time_ns() // 1000, version, route, status,
+                              latency_ms, customer_ids, matrix, predictions))
+
+    def extend(self, other: LogBuffer) -> None:
+        self.requests.extend(other.requests)
+
+    def __len__(self) -> int:
+        return sum(len(request[-1]) for request in self.requests)
+
+    def table(self) -> pa.Table:
+        import numpy as np
+        import pyarrow as pa
+
+        counts = np.array([len(r[-1]) for r in self.requests], dtype=np.int64)
+        per_request = list(zip(*[r[:6] for r in self.requests], strict=True)) or [()] * 6
+        repeated = {name: np.repeat(np.array(values, dtype=object), counts)
+                    for name, values in zip(("request_id", "ts", "model_version", "route",
+                                             "status", "latency_ms"), per_request, strict=True)}
+        width = len(FEATURES)
+        features = np.array([row for r in self.requests
+                             for row in (r[7] or [[np.nan] * width] * len(r[8]))],
+                            dtype=np.float64).reshape(-1, width)
+        ids = [r[6][i] if len(r[6]) > i else None
+               for r in self.requests for i in range(len(r[8]))]
+        columns = {
+            **{name: pa.array(values.tolist(), type=schema().field(name).type)
+               for name, values in repeated.items()},
+            "tenant": pa.array([self.tenant] * int(counts.sum()), pa.string()),
+            "customer_id": pa.array(ids, pa.int64()),
+            "prediction": pa.array([p for r in self.requests for p in r[8]], pa.float64()),
+            **{name: pa.array(features[:, i], mask=np.isnan(features[:, i]))
+               for i, name in enumerate(FEATURES)},
+        }
+        return pa.table({name: columns[name] for name in schema().names}, schema=schema())
+
+
 def write(store: ObjectStoreClient, tenant: Tenant, records: list[dict[str, Any]]) -> str:
     """Append records (dicts with the schema's columns) as one new parquet file; its key."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     wrong = {r["tenant"] for r in records} - {tenant.key}
     if wrong:
         raise ValueError(f"records of tenants {sorted(wrong)} in the log of {tenant.key!r}")
+    return write_table(store, tenant, pa.Table.from_pylist(records, schema=schema()))
+
+
+def write_buffer(store: ObjectStoreClient, buffer: LogBuffer) -> str:
+    """Write a replica's buffered rows of one tenant as one new parquet file; its key."""
+    return write_table(store, Tenant(buffer.tenant), buffer.table())
+
+
+def write_table(store: ObjectStoreClient, tenant: Tenant, table: pa.Table) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     now = datetime.now(UTC)
     key = f"{LOG_DIR}/date={now:%Y-%m-%d}/{now:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-    table = pa.Table.from_pylist(records, schema=schema())
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     store.put_bytes(tenant, key, sink.getvalue().to_pybytes())

@@ -92,3 +92,17 @@ def test_cli_refuses_keys_for_unregistered_or_invalid_tenants(cli_state, capsys)
     assert KeyStore(cli_state.api_keys_path).list() == []
     with pytest.raises(InvalidTenantError):
         Tenant("Bad_Tenant")
+
+
+def test_a_cached_key_is_trusted_for_its_seconds_then_checked_again(tmp_path):
+    import time
+
+    keys = KeyStore(tmp_path / "keys.db", cache_s=0.2)
+    key, token = keys.create(Tenant("acme"), Role.predict)
+    assert keys.verify(token) == key
+    keys.revoke(key.id)
+    assert keys.verify(token) == key  # within the cache's seconds
+    time.sleep(0.3)
+    assert keys.verify(token) is None
+    assert keys.verify(token + "x") is None and keys.verify(token + "x") is None
+    assert token + "x" not in keys._verified  # unknown tokens are never kept
