@@ -158,6 +158,56 @@ def floor(state: Path, tracking_uri: str, token: str, args, secured: bool) -> li
         server.wait(timeout=30)
 
 
+def trust_cpu(state: Path, tracking_uri: str, token: str, requests: int = 20_000) -> dict:
+    """CPU per request, in this process, of the bare route's own work (parse, validate, model,
+    JSON answer) and of what the replica adds (key check, rate limit, prediction log and its
+    write): a ratio the machine's noise does not move the way closed-loop throughput does."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from starlette.responses import JSONResponse
+
+    from ml_assets.access.guard import authorize
+    from ml_assets.access.keys import REPLICA_CACHE_S, KeyStore, Role
+    from ml_assets.access.rate_limit import RateLimiter
+    from ml_assets.data.object_store import ObjectStoreClient
+    from ml_assets.serving import prediction_log
+    from ml_assets.serving.request import decode_json, parse_body, validate_rows
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pytorch.load_model(f"models:/{TENANT.registered_model_name}/1").eval()
+    body = json.dumps({"rows": [dict.fromkeys(schema.FEATURES, 1.0)], "key": "k"}).encode()
+    keys, limiter = KeyStore(state / "api_keys.db", cache_s=REPLICA_CACHE_S), RateLimiter(10**9)
+    store = ObjectStoreClient(root=str(state / "cpu-objects"))
+    header = f"Bearer {token}"
+
+    def bare() -> list:
+        matrix = validate_rows(parse_body(decode_json(body))[1])
+        with torch.no_grad():
+            predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
+        JSONResponse({"tenant": TENANT.key, "predictions": predictions})
+        return matrix
+
+    def added(buffer, matrix: list) -> None:
+        authorize(keys, limiter, header, TENANT.key, Role.predict)
+        buffer.add("1", "production", 200, 1.0, [None], matrix, [0.5])
+
+    def timed(work) -> float:
+        started = time.process_time()
+        work()
+        return (time.process_time() - started) / requests * 1e6
+
+    matrix = bare()
+    bare_us = timed(lambda: [bare() for _ in range(requests)])
+    buffer = prediction_log.LogBuffer(TENANT.key)
+    request_us = timed(lambda: [added(buffer, matrix) for _ in range(requests)])
+    write_us = timed(lambda: prediction_log.write_buffer(store, buffer))
+    return {"bare route us/request": round(bare_us, 1),
+            "key + limit + log append us/request": round(request_us, 1),
+            "log write us/row (off the request path)": round(write_us, 1),
+            "added CPU / bare CPU": round((request_us + write_us) / bare_us, 3)}
+
+
 def trust_cost(rows: list[dict]) -> dict:
     """What the key check, rate limit and log cost on the same bare route, this run."""
     by = {(r["server"], r["concurrency"]): r for r in rows}
@@ -242,6 +292,7 @@ def main(argv: list[str]) -> None:
         rows = [row for secured in (False, True, False, True)
                 for row in floor(state, tracking_uri, token, args, secured)]
         rows = _mean_of_repeats(rows)
+        cpu = trust_cpu(state, tracking_uri, token)
         in_replica = {}
         for name in args.configs:
             overrides = SERVE_CONFIGS[name]
@@ -262,8 +313,9 @@ def main(argv: list[str]) -> None:
         "targets": f"p95 < {SLA_MS:.0f} ms at concurrency 16, zero errors, c=1 p50 within 5x "
                    "of the floor; key + limit + log cost <= 10 % of c=16 throughput and "
                    "<= 0.2 ms of c=1 p50 on the same route",
-        "key check + rate limit + prediction log, same bare route, this run":
+        "key check + rate limit + prediction log, same bare route, this run (closed loop)":
             trust_cost(rows),
+        "the same, CPU per request in one process": cpu,
     }
     if best is not None:
         notes["best serve config at c=1"] = f"{best['server']}: {best['p50_vs_floor']:.1f}x floor"
