@@ -29,26 +29,30 @@ def contract_result(path: Path, contract: contracts.Contract) -> dg.AssetCheckRe
     )
 
 
-# partitioned checks are a preview in Dagster 1.13: without them a result belongs to no tenant
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.PreviewWarning)
+def contract_check(asset: str, check: str, contract: contracts.Contract, file: str,
+                   description: str) -> dg.AssetChecksDefinition:
+    """A blocking, per-tenant check of one source file (`file`: the FeastStore path method)."""
+    # partitioned checks are a preview in Dagster 1.13: without them a result belongs to no
+    # tenant
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
 
-    @dg.asset_check(asset=names.CUSTOMER_ACTIVITY, name=names.ACTIVITY_CONTRACT, blocking=True,
-                    partitions_def=tenant_partitions,
-                    description="The activity file is readable parquet with rows, integer "
-                    "customer ids, timezone-aware timestamps, numeric features and no "
-                    "conflicting duplicate (customer, timestamp) rows.")
-    def customer_activity_contract(context: dg.AssetCheckExecutionContext,
-                                   feast: FeastStore) -> dg.AssetCheckResult:
-        tenant = Tenant(context.partition_key)
-        return contract_result(feast.activity_path(tenant), contracts.ACTIVITY)
+        @dg.asset_check(asset=asset, name=check, blocking=True,
+                        partitions_def=tenant_partitions, description=description)
+        def holds_contract(context: dg.AssetCheckExecutionContext,
+                           feast: FeastStore) -> dg.AssetCheckResult:
+            tenant = Tenant(context.partition_key)
+            return contract_result(getattr(feast, file)(tenant), contract)
 
-    @dg.asset_check(asset=names.CHURN_LABELS, name=names.LABELS_CONTRACT, blocking=True,
-                    partitions_def=tenant_partitions,
-                    description="The label file is readable parquet with rows, integer "
-                    "customer ids, timezone-aware label times, labels 0 or 1 (never null) "
-                    "and no conflicting duplicate (customer, label time) rows.")
-    def churn_labels_contract(context: dg.AssetCheckExecutionContext,
-                              feast: FeastStore) -> dg.AssetCheckResult:
-        tenant = Tenant(context.partition_key)
-        return contract_result(feast.labels_path(tenant), contracts.LABELS)
+    return holds_contract
+
+
+customer_activity_contract = contract_check(
+    names.CUSTOMER_ACTIVITY, names.ACTIVITY_CONTRACT, contracts.ACTIVITY, "activity_path",
+    "The activity file is readable parquet with rows, integer customer ids, timezone-aware "
+    "timestamps, numeric features and no conflicting duplicate (customer, timestamp) rows.")
+churn_labels_contract = contract_check(
+    names.CHURN_LABELS, names.LABELS_CONTRACT, contracts.LABELS, "labels_path",
+    "The label file is readable parquet with rows, integer customer ids, timezone-aware label "
+    "times, labels 0 or 1 (never null) and no conflicting duplicate (customer, label time) "
+    "rows.")
