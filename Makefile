@@ -33,7 +33,7 @@ dev: install  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service 
 
 test: install  ## lint, then the whole suite (starts the servers it needs itself)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=15
 
 test-unit: install  ## the quick tests alone: no server, no Ray
 	$(BIN)/pytest -ra ml_assets_tests/unit

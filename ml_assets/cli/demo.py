@@ -49,7 +49,9 @@ def summary(settings: Settings, tenant: Tenant, token: str | None = None) -> str
     versions = client.search_model_versions(f"name = '{tenant.registered_model_name}'")
     if not versions:
         return f"tenant {tenant.key!r} has no registered model yet"
-    latest = max(versions, key=lambda v: int(v.version))
+    newest = max(versions, key=lambda v: int(v.version))
+    # search results may omit aliases, which decide the stage: read the version itself
+    latest = client.get_model_version(newest.name, newest.version)
     run = client.get_run(latest.run_id)
     metrics = {k: round(v, 4) for k, v in sorted(run.data.metrics.items())
                if k.startswith("holdout_")}

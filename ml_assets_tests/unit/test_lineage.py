@@ -148,3 +148,19 @@ def test_an_alias_moved_in_mlflow_onto_a_refused_version_is_moved_back(state):
             assert (reverted.data["version"], reverted.data["restored_version"]) == (bad, good)
             assert why in reverted.data["reason"]
             assert reverted.data["actor"] == "mlflow_stage_change_sensor"
+
+
+def test_the_cli_summary_shows_the_stage_from_the_versions_alias(state_dir, capsys):
+    """Search results omit aliases: the summary once called a Production version Archived."""
+    from ml_assets.cli.demo import summary
+    from ml_assets.data import churn_data
+
+    root, (mlflow, events, uris) = state_dir
+    settings = load_settings({"ML_ASSETS_STATE_DIR": str(root)})
+    churn_data.write(ACME.key, churn_data.ChurnDataSpec(customers=50), settings.raw_data_dir)
+    version = register(mlflow, ACME, uris[ACME.key])
+    for stage in (stages.STAGING, stages.PRODUCTION):
+        stages.transition(mlflow.client(), events, ACME, version, stage, "t", "t")
+    shown = summary(settings, ACME, token="mla_example")
+    assert f"version {version} (stage Production)" in shown
+    assert "authorization: Bearer mla_example" in shown
