@@ -144,12 +144,17 @@ def producer(bootstrap: str, timeout_s: float = 10.0) -> KafkaProducer:
     )
 
 
-def ensure_topic(bootstrap: str, topic: str = TOPIC, partitions: int = 6) -> None:
+def ensure_topic(bootstrap: str, topic: str = TOPIC, partitions: int = 6,
+                 timeout_s: float = 10.0) -> None:
     """Create the topic if it is missing (tests, single-machine servers; Strimzi in deploy/)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    # kafka-python's admin client waits 30 s to bootstrap by default: with the broker down a
+    # step's relay would stall that long whatever its own budget
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap,
+                             bootstrap_timeout_ms=int(timeout_s * 1000),
+                             request_timeout_ms=int(timeout_s * 1000))
     try:
         if topic not in admin.list_topics():
             admin.create_topics([NewTopic(topic, num_partitions=partitions,

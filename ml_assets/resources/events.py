@@ -41,7 +41,7 @@ class LifecycleEvents(dg.ConfigurableResource):
         outbox = self.outbox()
         if not outbox.pending(1):
             return 0
-        ensure_topic(self.kafka_bootstrap, self.topic)
+        ensure_topic(self.kafka_bootstrap, self.topic, timeout_s=timeout_s)
         kafka = producer(self.kafka_bootstrap, timeout_s)
         try:
             return relay(outbox, kafka, self.topic, timeout_s=timeout_s)
