@@ -94,8 +94,7 @@ def set_canary_weight(client: MlflowClient, events: LifecycleEvents, tenant: Ten
         promote(client, events, tenant, canary, "canary promoted at weight 100", actor)
         route = Route(registry_uri=current.registry_uri, primary=canary)
     else:  # validated again: a canary needs a Production version beside it
-        route = Route(**{**current.model_dump(), "canary": canary if weight else None,
-                         "canary_weight": weight})
+        route = current.changed(canary=canary if weight else None, canary_weight=weight)
     set_route(tenant, route)
     events.emit(EventType.MODEL_TRAFFIC_ROUTED, tenant, model=tenant.registered_model_name,
                 requested_weight=weight, primary=route.primary, canary=route.canary,
@@ -114,12 +113,11 @@ def abort_canary(ray: RayCluster, mlflow: MlflowRegistry, events: LifecycleEvent
     if route is None or route.canary != canary or route.canary_weight == 0:
         return False
     client = mlflow.client()
-    set_canary_weight(client, events, tenant, 0, CANARY_GUARD)
+    after = set_canary_weight(client, events, tenant, 0, CANARY_GUARD)
     if stages.stage_of(stages.model_version(client, tenant, canary)) == stages.STAGING:
         stages.transition(client, events, tenant, canary, stages.ARCHIVED, reason, CANARY_GUARD)
-        after = get_route(tenant)
-        if after is not None and after.staging == canary:  # Archived: no route may name it
-            set_route(tenant, Route(**{**after.model_dump(), "staging": None, "shadow": False}))
+        if after.staging == canary:  # Archived: no route may name it
+            set_route(tenant, after.changed(staging=None, shadow=False))
     events.emit(EventType.CANARY_ROLLED_BACK, tenant, model=tenant.registered_model_name,
                 version=canary, production_version=route.primary, reason=reason, **observed)
     return True

@@ -53,23 +53,19 @@ def next_step(route: Route, steps: RolloutSteps, traffic: Traffic,
     return ("promote", 100) if not later or later[0] == 100 else ("canary", later[0])
 
 
-def advance(client, events: LifecycleEvents, tenant: Tenant, steps: RolloutSteps,
+def advance(client, events: LifecycleEvents, tenant: Tenant, route: Route, steps: RolloutSteps,
             traffic: Traffic, now: float | None = None) -> str:
-    """Take the next step for the tenant's live route (a Ray connection is needed); what it
+    """Take the next step from the tenant's live `route` (a Ray connection is needed); what it
     did."""
     now = time.time() if now is None else now
-    route = get_route(tenant)
-    if route is None:
-        return "hold"
     action, weight = next_step(route, steps, traffic, now)
     if action == "promote":
         actions.set_canary_weight(client, events, tenant, 100, ACTOR)
     elif action == "abort":
         abort(client, events, tenant, f"shadow answered {traffic.shadow_errors} requests 5xx")
     elif action in ("shadow", "canary"):
-        moved = Route(**{**route.model_dump(), "shadow": action == "shadow",
-                         "canary": route.staging if weight else None,
-                         "canary_weight": weight or 0, "since": now})
+        moved = route.changed(shadow=action == "shadow", canary=route.staging if weight else None,
+                              canary_weight=weight or 0, since=now)
         set_route(tenant, moved)
         events.emit(EventType.MODEL_TRAFFIC_ROUTED, tenant, model=tenant.registered_model_name,
                     primary=moved.primary, canary=moved.canary,
@@ -83,7 +79,7 @@ def set_paused(tenant: Tenant, paused: bool) -> Route:
     route = get_route(tenant)
     if route is None:
         raise stages.StageTransitionError(f"tenant {tenant.key!r} is not deployed")
-    moved = Route(**{**route.model_dump(), "paused": paused})
+    moved = route.changed(paused=paused)
     set_route(tenant, moved)
     return moved
 
@@ -94,8 +90,7 @@ def abort(client, events: LifecycleEvents, tenant: Tenant, reason: str,
     route = get_route(tenant)
     if route is None or route.staging is None:
         raise stages.StageTransitionError(f"tenant {tenant.key!r} has no rollout to abort")
-    moved = Route(**{**route.model_dump(), "shadow": False, "canary": None, "canary_weight": 0,
-                     "staging": None, "since": None})
+    moved = route.changed(shadow=False, canary=None, canary_weight=0, staging=None, since=None)
     set_route(tenant, moved)
     stages.transition(client, events, tenant, route.staging, stages.ARCHIVED, reason, actor)
     events.emit(EventType.MODEL_TRAFFIC_ROUTED, tenant, model=tenant.registered_model_name,

@@ -72,6 +72,10 @@ class Route(BaseModel, frozen=True):
             return self.canary, CANARY_ROUTE
         return self.primary, PRODUCTION_ROUTE
 
+    def changed(self, **fields) -> Route:
+        """A copy with `fields` changed, validated again (model_copy would not validate)."""
+        return Route(**{**self.model_dump(), **fields})
+
     def shadow_version(self) -> str | None:
         """The version that also scores production requests, unseen by the caller."""
         return self.staging if self.shadow else None

@@ -70,6 +70,16 @@ def register_with_profiles(mlflow, tenant: Tenant, count: int) -> list[str]:
     return versions
 
 
+def production_and_staging(instance, mlflow, events, tenant: Tenant) -> tuple[str, str]:
+    """Two registered versions of a new tenant, with profiles: Production and Staging."""
+    instance.add_dynamic_partitions("tenant", [tenant.key])
+    production, staged = register_with_profiles(mlflow, tenant, 2)
+    for version, stage in ((production, stages.STAGING), (production, stages.PRODUCTION),
+                           (staged, stages.STAGING)):
+        stages.transition(mlflow.client(), events, tenant, version, stage, "test", "pytest")
+    return production, staged
+
+
 def write_log(resources: dict, tenant: Tenant, spec: LogSpec) -> None:
     table = synthetic_log.generate(tenant.key, spec)
     prediction_log.write(resources["object_store"], tenant, table.to_pylist())
@@ -181,11 +191,7 @@ def test_a_canary_with_5_percent_errors_is_rolled_back_and_production_kept(
     mlflow, events = resources["mlflow"], resources["events"]
     client = mlflow.client()
     canaried = Tenant("canaried")
-    instance.add_dynamic_partitions("tenant", [canaried.key])
-    production, canary = register_with_profiles(mlflow, canaried, 2)
-    for version, stage in ((production, stages.STAGING), (production, stages.PRODUCTION),
-                           (canary, stages.STAGING)):
-        stages.transition(client, events, canaried, version, stage, "test", "pytest")
+    production, canary = production_and_staging(instance, mlflow, events, canaried)
     routing.set_route(canaried, routing.Route(registry_uri=mlflow.tracking_uri,
                                               primary=production, canary=canary,
                                               canary_weight=20))
@@ -232,11 +238,7 @@ def test_a_new_staging_version_rolls_out_shadow_canary_steps_then_production(
         server_resources["events"]
     client = mlflow.client()
     rolled = Tenant("rolled")
-    instance.add_dynamic_partitions("tenant", [rolled.key])
-    production, candidate = register_with_profiles(mlflow, rolled, 2)
-    for version, stage in ((production, stages.STAGING), (production, stages.PRODUCTION),
-                           (candidate, stages.STAGING)):
-        stages.transition(client, events, rolled, version, stage, "test", "pytest")
+    production, candidate = production_and_staging(instance, mlflow, events, rolled)
     routing.set_route(rolled, routing.Route(registry_uri=mlflow.tracking_uri,
                                             primary=production, staging=candidate))
     steps = RolloutSteps(shadow_requests=100, canary_steps=[10, 50, 100], min_requests=100,

@@ -136,7 +136,7 @@ def rollout_step(ray: RayCluster, mlflow: MlflowRegistry, events: LifecycleEvent
     if route is None or route.staging is None or route.primary is None:
         return None
     traffic = rollout_traffic(logged, route, verdict)
-    return rollout.advance(mlflow.client(), events, tenant, steps, traffic)
+    return rollout.advance(mlflow.client(), events, tenant, route, steps, traffic)
 
 
 @dg.asset(
