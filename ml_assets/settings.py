@@ -41,6 +41,9 @@ class Settings:
     serve_direct_ports: tuple[int, int] = (30000, 31000)
     # the key store callers' keys are checked in: one per Serve app, so one per cluster
     api_keys_file: Path | None = None
+    alert_webhook_url: str | None = None
+    # SQLAlchemy URL of the consumers' sinks (audit, catalog, notifications); None: sqlite
+    platform_db: str | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -77,6 +80,10 @@ class Settings:
     @property
     def api_keys_path(self) -> Path:
         return self.api_keys_file or self.state_dir / "api_keys.db"
+
+    @property
+    def platform_db_url(self) -> str:
+        return self.platform_db or f"sqlite:///{self.state_dir / 'platform.db'}"
 
 
 def _local_head_address(state_dir: Path) -> str | None:
@@ -119,6 +126,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
         serve_direct_ingress=env.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1",
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
+        alert_webhook_url=env.get("ML_ASSETS_ALERT_WEBHOOK_URL") or None,
+        platform_db=env.get("ML_ASSETS_PLATFORM_DB") or None,
     )
 
 

@@ -18,7 +18,7 @@ from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.service.auth import Service
 from ml_assets.service.dagster_runs import DagsterRuns
 from ml_assets.service.errors import invalid_request, log, unexpected_error
-from ml_assets.service.routers import experiments, health, models
+from ml_assets.service.routers import experiments, health, lifecycle, models
 from ml_assets.settings import Settings
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -72,7 +72,7 @@ def create_app(settings: Settings, rate_limit_per_minute: int | None = None) -> 
         mlflow=resources["mlflow"],
         events=resources["events"],
     )
-    for routes in (health, experiments, models):
+    for routes in (health, experiments, models, lifecycle):
         app.include_router(routes.router)
     app.middleware("http")(request_context)
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -4,7 +4,7 @@ those of the configs they carry."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, get_args
 
 from pydantic import (
@@ -13,9 +13,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
+from ml_assets.events import EventType
 from ml_assets.training.config import ExperimentConfig
 
 
@@ -142,3 +144,44 @@ class HistoryQuery(BaseModel):
 
     at: IsoTime | None = Field(None, description="ISO time with offset: which version was "
                                "Production then")
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt filter is an error, not ignored
+
+    type: EventType | None = Field(None, description="only events of this type")
+    since: IsoTime | None = Field(None, description="ISO time with offset: events at or after")
+    limit: int = Field(100, ge=1, le=1000, description="most events returned, oldest first")
+
+    @field_validator("since")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        try:  # stored and compared in UTC
+            return value.astimezone(UTC) if value else None
+        except OverflowError as exc:  # 0001-01-01T00:00:00+05:00 has no UTC time
+            raise ValueError("time out of range once in UTC") from exc
+
+
+class AuditEntry(BaseModel):
+    id: str
+    type: str
+    tenant: str
+    time: datetime
+    source: str
+    data: dict[str, Any]
+    partition: int
+    offset: int
+    consumed_at: datetime
+
+
+class CatalogVersion(BaseModel):
+    version: str
+    model: str | None
+    stage: str | None
+    stage_since: datetime | None
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    registered_at: datetime | None
+    deployed_at: datetime | None
+    endpoint_url: str | None
+    rolled_back_at: datetime | None

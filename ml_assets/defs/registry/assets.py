@@ -59,7 +59,8 @@ def registered_model(
     # Registered in stage None is a whole state (internal, never served): if staging fails the
     # version stays there, announced, rather than half-moved.
     events.emit(EventType.MODEL_REGISTERED, tenant, model=version.name,
-                version=str(version.version), run_id=trained_model["run_id"], stage=stages.NONE)
+                version=str(version.version), run_id=trained_model["run_id"], stage=stages.NONE,
+                lineage=tags)  # the catalog consumer's lineage of the version
     version = stages.transition(mlflow.client(), events, tenant, version.version, stages.STAGING,
                                 reason="passed beats_baseline", actor=ACTOR)
     gate = evaluation_report["gate"]
