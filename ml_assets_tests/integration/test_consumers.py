@@ -242,6 +242,69 @@ def test_relay_resending_the_whole_topic_changes_nothing(killed_and_restarted):
     assert len(s.webhook.bodies) == posted
 
 
+
+@pytest.fixture(scope="module")
+def api(killed_and_restarted, tmp_path_factory):
+    """The ML Service on the consumers' platform database, and a viewer key per tenant."""
+    from fastapi.testclient import TestClient
+
+    from ml_assets.access.keys import KeyStore, Role
+    from ml_assets.service.app import create_app
+    from ml_assets.settings import load_settings
+    from ml_assets.tenants import Tenant
+
+    settings = load_settings({"ML_ASSETS_STATE_DIR": str(tmp_path_factory.mktemp("api")),
+                              "ML_ASSETS_PLATFORM_DB": killed_and_restarted.db_url})
+    keys = KeyStore(settings.api_keys_path)
+    tokens = {t: keys.create(Tenant(t), Role.viewer)[1] for t in ("acme", "globex")}
+    client = TestClient(create_app(settings, rate_limit_per_minute=100_000))
+    return client, {t: {"Authorization": f"Bearer {token}"} for t, token in tokens.items()}
+
+
+def test_audit_route_answers_for_the_callers_tenant_only(api):
+    client, auth = api
+    everything = client.get("/v1/tenants/acme/audit?limit=1000", headers=auth["acme"])
+    assert everything.status_code == 200, everything.text
+    entries = everything.json()
+    assert len(entries) == 7 * VERSIONS - 1 and {e["tenant"] for e in entries} == {"acme"}
+    assert [e["time"] for e in entries] == sorted(e["time"] for e in entries)
+    deployed = client.get("/v1/tenants/acme/audit", headers=auth["acme"],
+                          params={"type": "MODEL_DEPLOYED", "limit": 1000}).json()
+    assert [e["data"]["version"] for e in deployed] == [str(v) for v in range(1, VERSIONS + 1)]
+    since = deployed[-1]["time"]
+    last = client.get("/v1/tenants/acme/audit", headers=auth["acme"],
+                      params={"since": since}).json()
+    assert [e["id"] for e in last] == [deployed[-1]["id"]]
+    assert len(client.get("/v1/tenants/acme/audit?limit=5", headers=auth["acme"]).json()) == 5
+    refused = client.get("/v1/tenants/acme/audit", headers=auth["globex"])
+    assert refused.status_code == 403 and "acme" not in refused.text
+    assert client.get("/v1/tenants/acme/audit").status_code == 401
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("type=MODEL_EXPLODED", "type"), ("limit=0", "limit"), ("limit=1001", "limit"),
+    ("limit=ten", "limit"), ("since=yesterday", "since"), ("since=2026-11-01T00:00:00", "since"),
+    ("since=0001-01-01T00:00:00%2B05:00", "since"), ("tpye=MODEL_DEPLOYED", "tpye"),
+])
+def test_bad_audit_query_is_422_naming_the_field(api, query, field):
+    client, auth = api
+    response = client.get(f"/v1/tenants/acme/audit?{query}", headers=auth["acme"])
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [["query", field]]
+
+
+def test_catalog_route_answers_for_the_callers_tenant_only(api):
+    client, auth = api
+    response = client.get("/v1/tenants/globex/catalog", headers=auth["globex"])
+    assert response.status_code == 200, response.text
+    versions = response.json()
+    assert len(versions) == VERSIONS
+    assert versions[-1]["stage"] == "Production"
+    assert {v["lineage"]["run_id"].split("-")[1] for v in versions} == {"globex"}
+    assert versions[0]["metrics"] == {"val_roc_auc": 0.701}
+    refused = client.get("/v1/tenants/globex/catalog", headers=auth["acme"])
+    assert refused.status_code == 403 and "run-globex" not in refused.text
+
 def test_sigterm_stops_each_consumer_after_its_batch(killed_and_restarted):
     s = killed_and_restarted
     for process in s.processes.values():
