@@ -27,6 +27,7 @@ SCHEMAS = DEPLOY / "schemas"
 K8S_VERSION = "1.33"  # the oldest Kubernetes minor still supported upstream when this was written
 K8S_DEFINITIONS = "https://kubernetes.io/api/_definitions.json"
 CLIENT_LABEL = {"ml-assets.io/client": "true"}
+CONSUMER_LABEL = {"ml-assets.io/consumer": "true"}
 
 
 def _load_documents() -> dict[str, dict]:
@@ -323,7 +324,35 @@ def test_only_the_code_location_reaches_mlflow_minio_and_redis():
         admitted = {name for name, pod in labels.items() if _admits(policy, pod)}
         assert admitted == code_location | also_allowed, system
     kafka_peers = doc("Kafka", "ml-kafka")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
-    assert kafka_peers == [{"podSelector": {"matchLabels": CLIENT_LABEL}}]
+    assert kafka_peers == [{"podSelector": {"matchLabels": CLIENT_LABEL}},
+                           {"podSelector": {"matchLabels": CONSUMER_LABEL}}]
+
+
+def test_each_consumer_is_a_deployment_that_reaches_kafka_and_postgresql_only():
+    from ml_assets.cli import parser
+    from ml_assets.consumers import NAMES
+
+    consumers = {name: d for name, d in DOCUMENTS.items()
+                 if d["kind"] == "Deployment" and name.startswith("70-consumers.yaml")}
+    commands = {}
+    for name, deployment in consumers.items():
+        pod = deployment["spec"]["template"]
+        assert pod["metadata"]["labels"].items() >= CONSUMER_LABEL.items()
+        assert not pod["metadata"]["labels"].items() >= CLIENT_LABEL.items(), name
+        (container,) = pod["spec"]["containers"]
+        args = parser().parse_args(container["command"][1:])  # the CLI takes the command
+        commands[args.name] = deployment["spec"]
+        env = {e["name"] for e in container["env"]}
+        assert "ML_ASSETS_PLATFORM_DB" in env
+    assert set(commands) == set(NAMES)
+    assert all(spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+               for spec in commands.values())
+    labels = {name: labels for name, labels in _pod_labels().items() if name in consumers}
+    policies = {d["spec"]["podSelector"]["matchLabels"]["app"]: d for d in DOCUMENTS.values()
+                if d["kind"] == "NetworkPolicy"}
+    for name, pod in labels.items():
+        reached = {system for system, policy in policies.items() if _admits(policy, pod)}
+        assert reached == {"postgresql"}, name
 
 
 def test_ray_images_run_the_pinned_ray_and_torch():
