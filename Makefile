@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.ml_assets/dagster
 export RAY_AUTH_MODE := token
 
-.PHONY: install demo dev test test-unit test-integration lint bench clean
+.PHONY: install alertmanager demo dev test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+alertmanager:  ## Debian's Prometheus Alertmanager: the alert tests and `make dev` run one
+	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	   prometheus-alertmanager)
 
 demo: install  ## the whole graph for the demo tenant on embedded defaults, then a curl to try
 	$(BIN)/ml-assets demo
@@ -31,14 +36,14 @@ dev: install  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service 
 	trap "kill $$api $$ui 2>/dev/null" EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api $$ui
 
-test: install  ## lint, then the whole suite (starts the servers it needs itself)
+test: install alertmanager  ## lint, then the whole suite (starts the servers it needs itself)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -ra --durations=15
 
 test-unit: install  ## the quick tests alone: no server, no Ray
 	$(BIN)/pytest -ra ml_assets_tests/unit
 
-test-integration: install  ## the tests against real servers and a Ray cluster
+test-integration: install alertmanager  ## the tests against real servers and a Ray cluster
 	$(BIN)/pytest -ra ml_assets_tests/integration
 
 bench: install

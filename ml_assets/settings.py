@@ -41,7 +41,10 @@ class Settings:
     serve_direct_ports: tuple[int, int] = (30000, 31000)
     # the key store callers' keys are checked in: one per Serve app, so one per cluster
     api_keys_file: Path | None = None
+    # alert receivers: the platform's Alertmanager and default webhook; tenants' own in a file
+    alertmanager_url: str | None = None
     alert_webhook_url: str | None = None
+    alert_receivers_file: Path | None = None
     # SQLAlchemy URL of the consumers' sinks (audit, catalog, notifications); None: sqlite
     platform_db: str | None = None
 
@@ -82,6 +85,10 @@ class Settings:
         return self.api_keys_file or self.state_dir / "api_keys.db"
 
     @property
+    def alert_receivers_path(self) -> Path:
+        return self.alert_receivers_file or self.state_dir / "alert_receivers.json"
+
+    @property
     def platform_db_url(self) -> str:
         return self.platform_db or f"sqlite:///{self.state_dir / 'platform.db'}"
 
@@ -117,6 +124,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         api_rate_limit_per_minute=int(env.get("ML_ASSETS_API_RATE_LIMIT", "120")),
         predict_rate_limit_per_minute=int(env.get("ML_ASSETS_PREDICT_RATE_LIMIT", "600000")),
         api_keys_file=Path(env["ML_ASSETS_API_KEYS"]) if env.get("ML_ASSETS_API_KEYS") else None,
+        alertmanager_url=env.get("ML_ASSETS_ALERTMANAGER_URL") or None,
+        alert_webhook_url=env.get("ML_ASSETS_ALERT_WEBHOOK_URL") or None,
+        alert_receivers_file=Path(env["ML_ASSETS_ALERT_RECEIVERS"])
+        if env.get("ML_ASSETS_ALERT_RECEIVERS") else None,
         dagster_url=env.get("ML_ASSETS_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/"),
         # links in API answers; an MLflow server's own URL is its UI
         mlflow_ui_url=env.get("ML_ASSETS_MLFLOW_UI_URL")
@@ -126,7 +137,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
         serve_direct_ingress=env.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1",
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
-        alert_webhook_url=env.get("ML_ASSETS_ALERT_WEBHOOK_URL") or None,
         platform_db=env.get("ML_ASSETS_PLATFORM_DB") or None,
     )
 

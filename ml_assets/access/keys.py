@@ -13,6 +13,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -123,3 +125,16 @@ class KeyStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+@contextmanager
+def temporary_token(path: Path, tenant: Tenant, role: Role) -> Iterator[str]:
+    """A key of the tenant for the platform's own requests (smoke test, probe), revoked when
+    they are done."""
+    keys = KeyStore(path)
+    key, token = keys.create(tenant, role)
+    try:
+        yield token
+    finally:
+        keys.revoke(key.id)
+        keys.close()

@@ -107,27 +107,38 @@ class NotificationSink:
         return done
 
 
-def receivers(settings) -> tuple[Send, Targets]:
-    """(send, targets) for the settings' webhook: a Slack-compatible JSON POST."""
-    import json
-    import urllib.request
 
-    url = settings.alert_webhook_url
+def receivers(settings) -> tuple[Send, Targets]:
+    """(send, targets) through the tenant's alert receivers (ml_assets.alerts): the platform's
+    Alertmanager and webhook, or the tenant's own from the receivers file."""
+    from ml_assets.alerts.receivers import Alert, ReceiverConfig
+    from ml_assets.alerts.receivers import send as send_alert
+
+    class Notification(Alert):
+        event_id: str
+
+        def labels(self) -> dict[str, str]:
+            # an event, not a state: its own identity, so Alertmanager does not fold two
+            # deployments of a tenant into one alert
+            return {**super().labels(), "event_id": self.event_id}
+
+    def config() -> ReceiverConfig:  # read each round: a tenant's receivers may change
+        return ReceiverConfig.load(settings.alert_receivers_path, settings.alertmanager_url,
+                                   settings.alert_webhook_url)
 
     def targets(tenant: str) -> set[str]:
-        return {"webhook"} if url else set()
+        return set(config().targets(tenant))
 
     def send(row: dict[str, Any], only: set[str]) -> tuple[list[str], dict[str, str]]:
-        body = {"text": f"[{row['severity'].upper()}] {row['tenant']}: {row['summary']}",
-                "alert": {"tenant": row["tenant"], "name": row["type"],
-                          "summary": row["summary"]}}
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"content-type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-        except OSError as exc:
-            return [], {"webhook": str(exc)}
-        return ["webhook"], {}
+        data, version = row["data"], row["data"].get("version")
+        links = {}
+        if settings.mlflow_ui_url and version and data.get("model"):
+            links["mlflow"] = (f"{settings.mlflow_ui_url.rstrip('/')}/#/models/"
+                               f"{data['model']}/versions/{version}")
+        alert = Notification(event_id=row["event_id"], tenant=row["tenant"], name=row["type"],
+                             severity=row["severity"],
+                             summary=row["summary"], model_version=version, links=links,
+                             starts_at=tables.utc(row["time"]))
+        return send_alert(config(), alert, only)
 
     return send, targets

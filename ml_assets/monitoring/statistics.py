@@ -189,7 +189,7 @@ def feature_drift(columns: dict[str, np.ndarray], reference: dict[str, dict[str,
 
     rows = min(int(np.count_nonzero(~np.isnan(v))) for v in columns.values())
     if rows < min_rows:
-        return _too_few(FEATURE_DRIFT, rows, min_rows, alpha, "feature rows")
+        return _too_few(FEATURE_DRIFT, rows, min_rows, 0.0, "feature rows")
     stats = {}
     for name, values in columns.items():
         present = np.sort(values[~np.isnan(values)])
@@ -203,9 +203,10 @@ def feature_drift(columns: dict[str, np.ndarray], reference: dict[str, dict[str,
         s["ks_p_adjusted"] = float(p)
     drifted = {name: s for name, s in stats.items()
                if s["ks_p_adjusted"] < alpha and s["psi"] >= min_psi}
+    # observed and threshold in one unit: drifted features, of which none are allowed
     return Outcome(FEATURE_DRIFT, passed=not drifted, observed=float(len(drifted)),
-                   threshold=alpha, rows=rows, details={
-                       "drifted_features": drifted, "min_psi": min_psi,
+                   threshold=0.0, rows=rows, details={
+                       "drifted_features": drifted, "alpha": alpha, "min_psi": min_psi,
                        "correction": "Benjamini-Hochberg over the features' KS p-values",
                        "max_psi": max(s["psi"] for s in stats.values()),
                        "features": stats,

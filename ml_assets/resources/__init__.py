@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from ml_assets.resources.alerts import AlertReceivers
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
@@ -54,6 +55,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                         api_keys_path=str(settings.api_keys_path),
                                         predict_rate_limit_per_minute=(
                                             settings.predict_rate_limit_per_minute)),
+        "alert_receivers": AlertReceivers(alertmanager_url=settings.alertmanager_url,
+                                          webhook_url=settings.alert_webhook_url,
+                                          receivers_file=str(settings.alert_receivers_path),
+                                          dagster_url=settings.dagster_url,
+                                          mlflow_ui_url=settings.mlflow_ui_url),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }
 

@@ -1,5 +1,7 @@
 """What the monitoring checks hold a tenant's prediction log to: window and thresholds."""
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field, field_validator
 
@@ -20,6 +22,16 @@ class MonitoringThresholds(dg.Config):
         0.1, ge=0, description="PSI from which a significant shift counts as drift")
     min_rows: int = Field(200, ge=1, description="fewer scored rows: drift checks only warn")
     min_requests: int = Field(100, ge=1, description="fewer requests: SLA checks only warn")
+    quiet_minutes: float = Field(
+        5.0, gt=0, description="no answered production request for this long: a probe "
+        "request checks the endpoint is alive")
+    quality_metric: Literal["roc_auc", "f1", "accuracy", "brier", "log_loss"] = Field(
+        "roc_auc", description="the metric realized_quality computes on labeled rows")
+    max_quality_drop: float = Field(
+        0.05, ge=0, description="how far the realized metric may fall below the version's "
+        "holdout value")
+    min_labeled_rows: int = Field(
+        100, ge=1, description="fewer scored-then-labeled rows: realized_quality only warns")
 
 
 class MonitoringPolicy(dg.ConfigurableResource):

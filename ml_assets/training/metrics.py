@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+LOWER_IS_BETTER = {"brier", "log_loss"}
+
 
 def binary_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     from sklearn import metrics

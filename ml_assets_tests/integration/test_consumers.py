@@ -10,11 +10,10 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from sqlalchemy import func, select
 
 from ml_assets.consumers import NAMES, catalog, tables
 from ml_assets.events import Outbox, ensure_topic, producer, relay
+from ml_assets_testing.alert_servers import WebhookReceiver, start_alertmanager
 from ml_assets_testing.lifecycle import interleaved
 from ml_assets_testing.servers import venv_bin
 from ml_assets_tests.conftest import fresh_database
@@ -33,28 +33,6 @@ VERSIONS = 30  # 3 tenants x (7 x 30 - 1) = 627 events
 CHUNK = 40  # events relayed at a time while the consumers run
 
 
-class Webhook:
-    """A Slack-compatible webhook receiver on loopback: keeps every body it is POSTed."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                length = int(self.headers["content-length"])
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @dataclass
 class Stream:
     """The module's shared state: the outbox, the platform database, the running consumers."""
@@ -64,7 +42,8 @@ class Stream:
     bootstrap: str
     env: dict[str, str]
     logs: Path
-    webhook: Webhook
+    receiver: WebhookReceiver
+    alertmanager: str
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     at_kill: dict[str, int] = field(default_factory=dict)
     published_at_kill: int = 0
@@ -103,6 +82,13 @@ class Stream:
                 raise AssertionError(f"waiting for {what}: exited {dead}; logs {logs}")
             time.sleep(0.02)
 
+    def pending(self) -> int:
+        """Notifications not yet delivered to every receiver."""
+        n = tables.notifications
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(n)
+                                .where(n.c.delivered_at.is_(None))).scalar_one()
+
     def count(self, table, column=None) -> int:
         query = select(func.count(func.distinct(column)) if column is not None
                        else func.count()).select_from(table)
@@ -114,15 +100,19 @@ class Stream:
 def stream(broker, tmp_path_factory) -> Iterator[Stream]:
     state = tmp_path_factory.mktemp("consumers")
     broker.start()
-    webhook = Webhook()
+    receiver = WebhookReceiver()
+    alertmanager, alertmanager_process = start_alertmanager(state / "alertmanager",
+                                                            receiver.url + "/alertmanager")
     with fresh_database() as database:
         url = f"postgresql://postgres@127.0.0.1:5432/{database}"
         tables.engine(url)  # the tables, before three processes race to create them
         env = {**os.environ, "ML_ASSETS_STATE_DIR": str(state), "ML_ASSETS_PLATFORM_DB": url,
                "ML_ASSETS_KAFKA_BOOTSTRAP": broker.bootstrap,
-               "ML_ASSETS_ALERT_WEBHOOK_URL": webhook.url}
+               "ML_ASSETS_ALERT_WEBHOOK_URL": receiver.url + "/hook",
+               "ML_ASSETS_ALERTMANAGER_URL": alertmanager}
         ensure_topic(broker.bootstrap, TOPIC)
-        shared = Stream(Outbox(state / "outbox.db"), url, broker.bootstrap, env, state, webhook)
+        shared = Stream(Outbox(state / "outbox.db"), url, broker.bootstrap, env, state,
+                        receiver, alertmanager)
         try:
             yield shared
         finally:
@@ -130,7 +120,9 @@ def stream(broker, tmp_path_factory) -> Iterator[Stream]:
                 if process.poll() is None:
                     process.kill()
                     process.wait(timeout=10)
-            webhook.server.shutdown()
+            alertmanager_process.terminate()
+            alertmanager_process.wait(timeout=10)
+            receiver.close()
             tables.engine(url).dispose()
             broker.kill()
 
@@ -206,17 +198,26 @@ def test_catalog_holds_each_version_with_its_stage_metrics_and_lineage(killed_an
             assert version["deployed_at"] > version["registered_at"]
 
 
-def test_notifications_reach_the_tenants_webhook(killed_and_restarted):
+def test_notifications_reach_the_tenants_webhook_and_alertmanager(killed_and_restarted):
     s = killed_and_restarted
-    pending = tables.notifications.c.delivered_at.is_(None)
-    s.wait_for(lambda: s.count(tables.notifications.select().where(pending).subquery()) == 0,
-               what="every notification delivered")
+    s.wait_for(lambda: s.pending() == 0, what="every notification delivered")
     with s.engine.connect() as conn:
         rows = list(conn.execute(select(tables.notifications)).mappings())
-    assert {tuple(row["delivered_to"]) for row in rows} == {("webhook",)}
-    posted = {(b["alert"]["tenant"], b["alert"]["summary"]) for b in s.webhook.bodies}
-    assert posted == {(row["tenant"], row["summary"]) for row in rows}
-    assert all(b["text"] for b in s.webhook.bodies)
+    assert {tuple(row["delivered_to"]) for row in rows} == {("alertmanager", "webhook")}
+    ids = {row["event_id"] for row in rows}
+    posted = s.receiver.bodies("/hook")
+    # at least once: a SIGKILL between a send and its mark sends that one again
+    assert {b["alert"]["event_id"] for b in posted} == ids and len(posted) >= len(ids)
+    by_id = {row["event_id"]: row for row in rows}
+    for body in posted:
+        row = by_id[body["alert"]["event_id"]]
+        assert (body["alert"]["tenant"], body["alert"]["summary"]) == (row["tenant"],
+                                                                     row["summary"])
+        assert row["summary"] in body["text"]
+    with urllib.request.urlopen(f"{s.alertmanager}/api/v2/alerts") as response:
+        active = json.load(response)
+    assert {a["labels"]["event_id"] for a in active} == ids
+    assert {a["labels"]["tenant"] for a in active} == set(TENANTS)
 
 
 def test_relay_resending_the_whole_topic_changes_nothing(killed_and_restarted):
@@ -230,16 +231,15 @@ def test_relay_resending_the_whole_topic_changes_nothing(killed_and_restarted):
                                   tables.catalog_versions, tables.catalog_runs,
                                   tables.notifications)}
 
-    s.wait_for(lambda: s.count(tables.notifications.select().where(
-        tables.notifications.c.delivered_at.is_(None)).subquery()) == 0, what="deliveries")
-    before, posted = snapshot(), len(s.webhook.bodies)
+    s.wait_for(lambda: s.pending() == 0, what="deliveries")
+    before, posted = snapshot(), len(s.receiver.received)
     with sqlite3.connect(s.outbox.path) as outbox:
         outbox.execute("UPDATE outbox SET relayed_at = NULL")  # as if no send was acknowledged
     assert s.relay() == n
     s.wait_for(lambda: s.read_offsets() == dict.fromkeys(NAMES, 2 * n),
                what="every consumer through the duplicates")
     assert snapshot() == before
-    assert len(s.webhook.bodies) == posted
+    assert len(s.receiver.received) == posted
 
 
 

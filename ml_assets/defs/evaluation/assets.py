@@ -16,7 +16,7 @@ from ml_assets.registry import stages
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.schema import FEATURES, LABEL
 from ml_assets.tenants import Tenant
-from ml_assets.training.metrics import binary_metrics
+from ml_assets.training.metrics import LOWER_IS_BETTER, binary_metrics
 
 BEATS_BASELINE = names.BEATS_BASELINE
 REFERENCE_BASELINE = names.REFERENCE_BASELINE
@@ -29,7 +29,6 @@ class EvaluationConfig(dg.Config):
     margin: float = Field(0.0, ge=-1, le=1)
 
 
-LOWER_IS_BETTER = {"brier", "log_loss"}
 
 
 def _predict(model, frame: pd.DataFrame) -> np.ndarray:

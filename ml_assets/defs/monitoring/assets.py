@@ -8,9 +8,11 @@ import dagster as dg
 import numpy as np
 
 from ml_assets import names
+from ml_assets.defs.monitoring import health
+from ml_assets.defs.monitoring.alerting import deliver_alerts
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
-from ml_assets.monitoring import check_history, drift_views
+from ml_assets.monitoring import check_history, drift_views, liveness, realized
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.monitoring.window import (
     LOG_COLUMNS,
@@ -22,11 +24,13 @@ from ml_assets.monitoring.window import (
     served_traffic,
 )
 from ml_assets.registry import actions, rollout
+from ml_assets.resources.alerts import AlertReceivers
 from ml_assets.resources.events import LifecycleEvents
+from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
-from ml_assets.resources.ray import RayCluster
+from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.rollout import RolloutPolicy, RolloutSteps
 from ml_assets.serving import prediction_log
 from ml_assets.serving.routing import get_route
@@ -36,7 +40,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ALERTS = {**dict.fromkeys(monitoring.DRIFT_CHECKS, EventType.MODEL_DRIFT_DETECTED),
-          **dict.fromkeys(monitoring.QUALITY_CHECKS, EventType.MODEL_QUALITY_DEGRADED)}
+          **dict.fromkeys((*monitoring.QUALITY_CHECKS, liveness.SERVING_ALIVE,
+                           realized.REALIZED_QUALITY), EventType.MODEL_QUALITY_DEGRADED)}
 CHECK_DESCRIPTIONS = {
     monitoring.PREDICTION_DRIFT: "The window's mean prediction is within N (default 2) "
     "standard deviations of the reference predictions; KS p-value alongside.",
@@ -47,6 +52,11 @@ CHECK_DESCRIPTIONS = {
     "(default 1 %).",
     monitoring.CANARY_HEALTH: "While a canary takes traffic: its error rate and p95 are no worse "
     "than Production's on the same window (beyond the limits); on breach it is rolled back.",
+    liveness.SERVING_ALIVE: "The production route answered a request in the last N minutes "
+    "(default 5); when it was quiet, a probe request got a 200 with a prediction.",
+    realized.REALIZED_QUALITY: "Once labels arrive for scored customers: the gate metric on "
+    "them is no more than the allowed drop (default 0.05) below the version's holdout value; "
+    "the CBPE estimate from the probabilities alone is metadata.",
 }
 
 # Partitioned checks are a preview in Dagster 1.13, but without them a check result belongs to
@@ -119,9 +129,10 @@ def alert(events: LifecycleEvents, instance: dg.DagsterInstance, tenant: Tenant,
     if not outcome.breached or previous_breach_version(instance, outcome.check,
                                                        tenant) == (version or ""):
         return False
+    drifted = sorted(outcome.details.get("drifted_features", ()))
     events.emit(ALERTS[outcome.check], tenant, check=outcome.check, model_version=version,
                 observed=outcome.observed, threshold=outcome.threshold, rows=outcome.rows,
-                **window)
+                **({"drifted_features": drifted} if drifted else {}), **window)
     return True
 
 
@@ -154,6 +165,9 @@ def model_monitoring(
     monitoring_policy: MonitoringPolicy,
     rollout_policy: RolloutPolicy,
     ray: RayCluster,
+    serve_endpoint: ServeEndpoint,
+    feast: FeastStore,
+    alert_receivers: AlertReceivers,
 ):
     """The last window of the tenant's prediction log (latency percentiles, throughput, error
     rate, mean prediction) held to its thresholds and to the served version's reference
@@ -170,6 +184,8 @@ def model_monitoring(
     version = newest_version(table, prediction_log.PRODUCTION_ROUTE)
     profile = load_profile(mlflow, tenant, version) if version else None
     requests, outcomes = evaluate(table, profile, version, limits)
+    outcomes += [health.serving_alive(ray, serve_endpoint, tenant, table, end, limits),
+                 health.realized_quality(feast, mlflow, tenant, table, version, limits)]
     window = {"window_start": start.isoformat(), "window_end": end.isoformat()}
     canary = newest_version(table, prediction_log.CANARY_ROUTE)
     verdict = canary_outcome(requests, version, canary, limits)
@@ -184,6 +200,8 @@ def model_monitoring(
 
     published = [o.check for o in outcomes
                  if alert(events, context.instance, tenant, o, version, window)]
+    delivered = deliver_alerts(alert_receivers, context.instance, tenant, [*outcomes, verdict],
+                               version, window, CHECK_DESCRIPTIONS, context.log)
     latency = requests.latency_percentiles()
     summary = {
         "tenant": tenant.key, "model_version": version, **window,
@@ -194,6 +212,7 @@ def model_monitoring(
         "checks": {o.check: {"passed": o.passed, "enough_data": o.enough_data,
                              "observed": o.observed} for o in outcomes},
         "alerts_published": published,
+        "alerts_delivered": delivered,
         "canary_rolled_back": canary if rolled_back else None,
         "rollout_step": step,
     }
@@ -206,6 +225,7 @@ def model_monitoring(
         **({"error_rate": dg.MetadataValue.float(summary["error_rate"])}
            if summary["error_rate"] is not None else {}),
         "alerts_published": ", ".join(published) or "none",
+        "alerts_delivered": dg.MetadataValue.json(delivered),
         "canary_rolled_back": summary["canary_rolled_back"] or "none",
         "rollout_step": step or "none",
         **window,

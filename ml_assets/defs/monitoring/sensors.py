@@ -46,3 +46,21 @@ def prediction_log_sensor(context: dg.SensorEvaluationContext,
             tags={names.TRIGGER_TAG: "prediction_log"},
             asset_selection=[dg.AssetKey(names.MODEL_MONITORING)]))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+@dg.schedule(
+    name="monitoring_schedule",
+    cron_schedule="*/5 * * * *",
+    target=[names.MODEL_MONITORING],
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Runs model_monitoring every 5 minutes for each deployed tenant, traffic or "
+    "not: a quiet endpoint gets a probe (serving_alive), so a dead replica alerts within "
+    "minutes.",
+)
+def monitoring_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    deployed = context.instance.get_materialized_partitions(
+        dg.AssetKey(names.DEPLOYED_ENDPOINT))
+    tick = f"{context.scheduled_execution_time:%Y%m%dT%H%M}"
+    return [dg.RunRequest(run_key=f"{key}:{tick}", partition_key=key,
+                          tags={names.TRIGGER_TAG: "schedule"})
+            for key in registered_tenants(context.instance) if key in deployed]

@@ -1,8 +1,6 @@
 """The tenant's live HTTP endpoint: a route on the one multi-tenant Ray Serve application."""
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from ml_assets import names
-from ml_assets.access.keys import KeyStore, Role
+from ml_assets.access.keys import Role, temporary_token
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
 from ml_assets.registry import lineage, stages
@@ -58,18 +56,6 @@ def wait_until_routed(url: str, token: str, expected: set[str], row: dict,
             raise RuntimeError(f"{url} still answers {status} {headers.get(VERSION_HEADER)} "
                                f"{body} after {timeout_s} s; expected versions {expected}")
         time.sleep(0.1)
-
-
-@contextmanager
-def deployer_token(serve_endpoint: ServeEndpoint, tenant: Tenant) -> Iterator[str]:
-    """A key of the tenant for the smoke test, revoked when it is done."""
-    keys = KeyStore(Path(serve_endpoint.api_keys_path))
-    key, token = keys.create(tenant, Role.staging)
-    try:
-        yield token
-    finally:
-        keys.revoke(key.id)
-        keys.close()
 
 
 def ensure_app(feast: FeastStore, object_store: ObjectStore,
@@ -178,7 +164,7 @@ def deployed_endpoint(
     context.log.info(f"tenant {tenant.key}: {url}" + (f" (proxy: {proxy_url})" if port else ""))
     expected = {primary, route.canary} if primary else {staging}
     latencies = []
-    with deployer_token(serve_endpoint, tenant) as token:
+    with temporary_token(Path(serve_endpoint.api_keys_path), tenant, Role.staging) as token:
         wait_until_routed(smoke_url, token, expected - {None}, rows[0])
         for i in range(config.smoke_requests):
             started = time.perf_counter()

@@ -1,0 +1,1 @@
+"""Alerts that reach people: receivers (Alertmanager, webhooks) and one alert per breach."""

@@ -1,0 +1,43 @@
+"""Monitoring's verdicts delivered to people: one alert per breach, resolved once, through the
+tenant's receivers (Alertmanager, webhooks)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_assets import names
+from ml_assets.alerts.receivers import Alert
+from ml_assets.monitoring.statistics import Outcome
+from ml_assets.resources.alerts import AlertReceivers
+from ml_assets.tenants import Tenant
+
+
+def alert_for(receivers: AlertReceivers, tenant: Tenant, outcome: Outcome,
+              version: str | None, window: dict[str, str], summary: str) -> Alert:
+    return Alert(tenant=tenant.key, name=outcome.check, summary=summary,
+                 observed=outcome.observed, threshold=outcome.threshold,
+                 window_start=window.get("window_start"), window_end=window.get("window_end"),
+                 model_version=version,
+                 links=receivers.links(names.MODEL_MONITORING, outcome.check, tenant.key,
+                                       tenant.registered_model_name, version))
+
+
+def deliver_alerts(receivers: AlertReceivers, instance: dg.DagsterInstance, tenant: Tenant,
+                   outcomes: list[Outcome], version: str | None, window: dict[str, str],
+                   descriptions: dict[str, str], log: dg.DagsterLogManager) -> dict[str, str]:
+    """Fire, resolve or retry each check's alert; check -> what happened, for the metadata."""
+    done = {}
+    for outcome in outcomes:
+        summary = outcome.details.get("reason") or descriptions.get(outcome.check, outcome.check)
+        delivery = receivers.deliver(instance, alert_for(receivers, tenant, outcome, version,
+                                                         window, summary),
+                                     breached=outcome.breached,
+                                     passed=outcome.passed and outcome.enough_data)
+        if delivery.failed:  # kept pending: the next evaluation retries these receivers
+            log.warning(f"alert {outcome.check} for {tenant.key}: {delivery.failed}")
+        if delivery.transition or delivery.sent or delivery.failed:
+            done[outcome.check] = (f"{delivery.transition or 'retried'}: sent to "
+                                   f"{', '.join(delivery.sent) or 'none'}"
+                                   + (f"; pending {', '.join(delivery.failed)}"
+                                      if delivery.failed else ""))
+    return done
