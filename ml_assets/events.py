@@ -117,6 +117,12 @@ class Outbox:
         return [(seq, LifecycleEvent.model_validate_json(body))
                 for seq, _, body in self.pending_raw(limit)]
 
+    def raw_from(self, seq: int, limit: int = 500) -> list[tuple[int, str]]:
+        """(seq, JSON body) of events from `seq` on, relayed or not: the consumers' source
+        when no broker is configured."""
+        return self._read("SELECT seq, body FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?",
+                          (seq, limit))
+
     def mark_relayed(self, seqs: list[int]) -> None:
         now = datetime.now(UTC).isoformat()
         self._write("UPDATE outbox SET relayed_at = ? WHERE seq = ?", [(now, q) for q in seqs])

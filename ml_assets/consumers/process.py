@@ -32,12 +32,12 @@ def sink(name: str, settings: Settings) -> Sink:
 
 def run(settings: Settings, name: str, topic: str = TOPIC, batch: int = 500,
         stop: threading.Event | None = None) -> int:
-    """Run the consumer until stopped (SIGTERM/SIGINT in the main thread); events handled."""
-    if not settings.kafka_bootstrap:
-        raise ValueError("ML_ASSETS_KAFKA_BOOTSTRAP is not set: the consumers read the broker "
-                         "the outbox relay publishes to")
+    """Run the consumer until stopped (SIGTERM/SIGINT in the main thread); events handled.
+    It reads the broker of ML_ASSETS_KAFKA_BOOTSTRAP, or the outbox file when none is set."""
+    # no broker configured (the embedded default): the outbox the relay would drain
     consumer = Consumer(sink(name, settings), tables.engine(settings.platform_db_url),
-                        settings.kafka_bootstrap, topic=topic, batch=batch)
+                        settings.kafka_bootstrap, topic=topic, batch=batch,
+                        outbox=settings.outbox_path)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

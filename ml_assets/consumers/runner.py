@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from kafka import KafkaConsumer
 
 log = logging.getLogger(__name__)
+OUTBOX_TOPIC = "outbox"
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,23 @@ class Sink(Protocol):
 class Consumer:
     """One consumer group reading every partition of the topic into one sink."""
 
-    def __init__(self, sink: Sink, engine: Engine, bootstrap: str, topic: str = TOPIC,
-                 batch: int = 500, poll_s: float = 0.5, refresh_s: float = 30.0) -> None:
-        self.sink, self.engine, self.bootstrap, self.topic = sink, engine, bootstrap, topic
+    def __init__(self, sink: Sink, engine: Engine, bootstrap: str | None, topic: str = TOPIC,
+                 batch: int = 500, poll_s: float = 0.5, refresh_s: float = 30.0,
+                 outbox: Path | None = None) -> None:
+        if bootstrap is None and outbox is None:
+            raise ValueError("a consumer needs a Kafka bootstrap or an outbox to read")
+        self.sink, self.engine, self.bootstrap, self.outbox = sink, engine, bootstrap, outbox
+        # the outbox's sequence numbers are not a topic's offsets: stored under their own name
+        self.topic = topic if bootstrap else OUTBOX_TOPIC
         self.group = sink.name
         self.batch, self.poll_s, self.refresh_s = batch, poll_s, refresh_s
         self.handled = 0
 
     def _kafka(self) -> KafkaConsumer:
+        if self.bootstrap is None:
+            from ml_assets.consumers.outbox_reader import OutboxReader
+
+            return OutboxReader(self.outbox)
         from kafka import KafkaConsumer
 
         # group_id only to mirror the offsets to the broker (visible to Kafka tooling):
@@ -138,7 +149,8 @@ class Consumer:
         try:
             if not self._assign(kafka, stop):
                 return self.handled
-            log.info("consumer %s: reading %s from %s", self.group, self.topic, self.bootstrap)
+            log.info("consumer %s: reading %s from %s", self.group, self.topic,
+                     self.bootstrap or self.outbox)
             refreshed, failures, reseek = time.monotonic(), 0, False
             while not stop.is_set():
                 if time.monotonic() - refreshed > self.refresh_s:  # partitions added later

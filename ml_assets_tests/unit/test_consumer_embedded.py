@@ -1,0 +1,56 @@
+"""The consumers on the embedded default (no broker, sqlite platform database): they read the
+outbox itself, and a consumer started again reads on from its stored offset."""
+
+import threading
+
+from sqlalchemy import func, select
+
+from ml_assets.consumers import catalog, tables
+from ml_assets.consumers.audit import AuditSink
+from ml_assets.consumers.catalog import CatalogSink
+from ml_assets.consumers.runner import OUTBOX_TOPIC, Consumer
+from ml_assets.events import Outbox
+from ml_assets_testing.lifecycle import interleaved
+
+
+def run_until(consumer: Consumer, done) -> None:
+    stop = threading.Event()
+    worker = threading.Thread(target=consumer.run, args=(stop,))
+    worker.start()
+    try:
+        for _ in range(400):
+            if done():
+                return
+            stop.wait(0.025)
+        raise AssertionError("the consumer did not catch up within 10 s")
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+
+
+def test_consumers_read_the_outbox_when_no_broker_is_configured(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db")
+    events = interleaved(["acme", "globex"], 5)
+    for event in events[:30]:
+        outbox.append(event)
+    engine = tables.engine(f"sqlite:///{tmp_path / 'platform.db'}")
+
+    def audited() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(tables.audit_events)
+                                ).scalar_one()
+
+    def consumer(sink) -> Consumer:
+        return Consumer(sink, engine, None, batch=7, poll_s=0.05, outbox=outbox.path)
+
+    run_until(consumer(AuditSink()), lambda: audited() == 30)
+    for event in events[30:]:
+        outbox.append(event)
+    run_until(consumer(AuditSink()), lambda: audited() == len(events))  # on from offset 30
+    run_until(consumer(CatalogSink()), lambda: len(catalog.versions(engine, "globex")) == 5)
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(select(tables.audit_events.c.event_id))]
+        offsets = tables.stored_offsets(conn, "audit", OUTBOX_TOPIC)
+    assert sorted(ids) == sorted(e.id for e in events)  # each once
+    assert offsets == {0: len(events) + 1}  # the next outbox seq (seq starts at 1)
+    assert catalog.versions(engine, "globex")[-1]["stage"] == "Production"
