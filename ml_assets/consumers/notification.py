@@ -9,6 +9,7 @@ notification at least once, the table has it exactly once."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -56,9 +57,11 @@ class NotificationSink:
     name = "notification"
 
     def __init__(self, send: Send, targets: Targets, batch: int = 100,
-                 max_wait_s: float = 300.0) -> None:
+                 max_wait_s: float = 300.0, budget_s: float = 2.0) -> None:
         self.send, self.targets = send, targets
         self.batch, self.max_wait_s = batch, max_wait_s
+        # sending holds up consuming: a slow receiver costs a round this much (plus a timeout)
+        self.budget_s = budget_s
 
     def write(self, conn: Connection, batch: list[Delivered]) -> int:
         new = 0
@@ -87,8 +90,10 @@ class NotificationSink:
                                     (table.c.next_attempt_at.is_(None))
                                     | (table.c.next_attempt_at <= now))
                 .order_by(table.c.seq).limit(self.batch)).mappings()]
-        done = 0
+        done, deadline = 0, time.monotonic() + self.budget_s
         for row in due:
+            if time.monotonic() > deadline:
+                break  # the rest next round
             missing = self.targets(row["tenant"]) - set(row["delivered_to"])
             sent, failed = self.send(row, missing) if missing else ([], {})
             delivered = sorted(set(row["delivered_to"]) | set(sent))

@@ -185,6 +185,29 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(killed_and
         tables.notifications, tables.notifications.c.event_id) == notifiable()
 
 
+def test_offsets_are_mirrored_to_the_brokers_consumer_groups(killed_and_restarted):
+    """The database is the source of truth; the broker's group offsets show the same, for
+    Kafka tooling (tansu takes commits of a group that never joined)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    s = killed_and_restarted
+
+    def committed() -> dict[str, int]:
+        found = {}
+        for group in NAMES:
+            reader = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=group,
+                                   enable_auto_commit=False)
+            try:
+                partitions = reader.partitions_for_topic(TOPIC)
+                found[group] = sum(reader.committed(TopicPartition(TOPIC, p)) or 0
+                                   for p in partitions)
+            finally:
+                reader.close()
+        return found
+
+    s.wait_for(lambda: committed() == s.read_offsets(), what="the broker's group offsets")
+
+
 def test_catalog_holds_each_version_with_its_stage_metrics_and_lineage(killed_and_restarted):
     engine = killed_and_restarted.engine
     assert killed_and_restarted.count(tables.catalog_versions) == VERSIONS * len(TENANTS)

@@ -44,7 +44,8 @@ def test_every_module_is_short(path):
 
 
 @pytest.mark.parametrize("module", ["ml_assets.serving.app", "ml_assets.tenants",
-                                    "ml_assets.serving.request", "ml_assets.registry.stages"])
+                                    "ml_assets.serving.request", "ml_assets.registry.stages",
+                                    "ml_assets.consumers.process"])
 def test_the_request_path_and_domain_packages_import_no_dagster(module):
     """The Serve replica loads ml_assets.serving.app: Dagster there is seconds of start-up."""
     code = f"import sys, {module}; print('dagster' in sys.modules)"
