@@ -54,3 +54,51 @@ def test_consumers_read_the_outbox_when_no_broker_is_configured(tmp_path):
     assert sorted(ids) == sorted(e.id for e in events)  # each once
     assert offsets == {0: len(events) + 1}  # the next outbox seq (seq starts at 1)
     assert catalog.versions(engine, "globex")[-1]["stage"] == "Production"
+
+
+def test_a_notification_a_receiver_missed_is_sent_again_later(tmp_path):
+    """Recorded once; the tenant's webhook down: kept pending with the error and a wait; the
+    tenant's receiver changed (file) and the wait over: sent once and marked delivered."""
+    import json
+    import time
+
+    from ml_assets.consumers.notification import NotificationSink, receivers
+    from ml_assets.consumers.runner import Delivered
+    from ml_assets.settings import load_settings
+    from ml_assets_testing.alert_servers import WebhookReceiver
+    from ml_assets_testing.servers import free_port
+
+    settings = load_settings({"ML_ASSETS_STATE_DIR": str(tmp_path),
+                              "ML_ASSETS_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}"})
+    engine = tables.engine(settings.platform_db_url)
+    sink = NotificationSink(*receivers(settings))
+    promoted = [e for e in interleaved(["acme"], 1) if e.data.get("to_stage") == "Production"]
+    batch = [Delivered(e, "t", 0, i) for i, e in enumerate(promoted * 2)]  # sent twice
+    with engine.begin() as conn:
+        assert sink.write(conn, batch) == 1
+    assert sink.deliver_pending(engine) == 0
+
+    def row() -> dict:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(tables.notifications)).mappings().one())
+
+    failed = row()
+    assert failed["delivered_at"] is None and failed["attempts"] == 1
+    assert failed["last_error"].startswith("webhook: <webhook URL>: ")
+    assert settings.alert_webhook_url not in failed["last_error"]
+    assert failed["delivered_to"] == []
+    receiver = WebhookReceiver()
+    try:
+        settings.alert_receivers_path.write_text(json.dumps(
+            {"tenants": {"acme": {"webhook_url": receiver.url + "/acme"}}}))
+        assert sink.deliver_pending(engine) == 0  # still waiting out its backoff
+        time.sleep(1.1)
+        assert sink.deliver_pending(engine) == 1
+        assert sink.deliver_pending(engine) == 0  # delivered: never again
+        (body,) = receiver.bodies("/acme")
+        assert body["alert"]["event_id"] == promoted[0].id
+        assert "promoted to Production" in body["text"]
+        delivered = row()
+        assert delivered["delivered_to"] == ["webhook"] and delivered["delivered_at"]
+    finally:
+        receiver.close()
