@@ -82,16 +82,14 @@ class Consumer:
                              client_id=f"ml-assets-{self.group}")
 
     def _assign(self, kafka: KafkaConsumer, stop: threading.Event) -> bool:
-        """Assign every partition of the topic, each at the group's stored offset; waits for
-        the topic to exist. Whether it assigned (False: stopped while waiting)."""
+        """Assign every partition of the topic (positions: `_seek_stored`); waits for the
+        topic to exist. Whether it assigned (False: stopped while waiting)."""
         from kafka import TopicPartition
 
         while not stop.is_set():
             found = kafka.partitions_for_topic(self.topic)
             if found:
-                partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
-                kafka.assign(partitions)
-                self._seek_stored(kafka)
+                kafka.assign([TopicPartition(self.topic, p) for p in sorted(found)])
                 return True
             log.info("consumer %s: topic %s does not exist yet", self.group, self.topic)
             stop.wait(2.0)
@@ -151,15 +149,17 @@ class Consumer:
                 return self.handled
             log.info("consumer %s: reading %s from %s", self.group, self.topic,
                      self.bootstrap or self.outbox)
-            refreshed, failures, reseek = time.monotonic(), 0, False
+            refreshed, failures, reseek = time.monotonic(), 0, True
             while not stop.is_set():
-                if time.monotonic() - refreshed > self.refresh_s:  # partitions added later
-                    refreshed = time.monotonic()
-                    found = kafka.partitions_for_topic(self.topic) or set()
-                    if len(found) != len(kafka.assignment()):
-                        self._assign(kafka, stop)
                 try:
-                    if reseek:  # the failed batch's positions are past what was committed
+                    if time.monotonic() - refreshed > self.refresh_s:  # partitions added later
+                        refreshed = time.monotonic()
+                        found = kafka.partitions_for_topic(self.topic) or set()
+                        if len(found) != len(kafka.assignment()):
+                            reseek = self._assign(kafka, stop)
+                    # at the start, after a reassignment, and after a failed batch (whose
+                    # positions are past what was committed): from the stored offsets
+                    if reseek:
                         self._seek_stored(kafka)
                         reseek = False
                     self.poll_once(kafka)
