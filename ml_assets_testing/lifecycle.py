@@ -39,7 +39,8 @@ def tenant_history(tenant: str, versions: int, start: datetime | None = None,
     return events
 
 
-def interleaved(tenants: list[str], versions: int) -> list[LifecycleEvent]:
+def interleaved(tenants: list[str], versions: int, start: datetime | None = None,
+                ) -> list[LifecycleEvent]:
     """Every tenant's history, merged in time order (as one outbox would hold them)."""
-    merged = [e for tenant in tenants for e in tenant_history(tenant, versions)]
+    merged = [e for tenant in tenants for e in tenant_history(tenant, versions, start)]
     return sorted(merged, key=lambda e: e.time)

@@ -24,6 +24,8 @@ from ml_assets.events import EventType, LifecycleEvent
 log = logging.getLogger(__name__)
 
 PRODUCTION = "Production"
+PENDING, DELIVERED, STALE = "pending", "delivered", "stale"
+STALE_AFTER = timedelta(hours=24)
 # (receivers that took it, {receiver: why it failed}) for one notification row
 Send = Callable[[dict[str, Any], set[str]], tuple[list[str], dict[str, str]]]
 Targets = Callable[[str], set[str]]
@@ -57,9 +59,10 @@ class NotificationSink:
     name = "notification"
 
     def __init__(self, send: Send, targets: Targets, batch: int = 100,
-                 max_wait_s: float = 300.0, budget_s: float = 2.0) -> None:
+                 max_wait_s: float = 300.0, budget_s: float = 2.0,
+                 stale_after: timedelta = STALE_AFTER) -> None:
         self.send, self.targets = send, targets
-        self.batch, self.max_wait_s = batch, max_wait_s
+        self.batch, self.max_wait_s, self.stale_after = batch, max_wait_s, stale_after
         # sending holds up consuming: a slow receiver costs a round this much (plus a timeout)
         self.budget_s = budget_s
 
@@ -71,11 +74,16 @@ class NotificationSink:
             if found is None:
                 continue
             severity, summary = found
+            now = tables.now()
+            # a first start (or a replay) reads up to 30 days back: record, don't announce
+            stale = now - event.time > self.stale_after
             new += tables.insert_new(conn, tables.notifications, {
                 "event_id": event.id, "tenant": event.tenant, "type": event.type.value,
                 "time": tables.as_utc(event.time), "severity": severity, "summary": summary,
-                "data": event.data, "created_at": tables.now(), "delivered_to": [],
-                "attempts": 0}, key="event_id")
+                "data": event.data, "created_at": now, "delivered_to": [], "attempts": 0,
+                "status": STALE if stale else PENDING,
+                "last_error": f"older than {self.stale_after} when read: not sent"
+                if stale else None}, key="event_id")
         return new
 
     def after_commit(self, engine: Engine) -> None:
@@ -86,7 +94,7 @@ class NotificationSink:
         table, now = tables.notifications, tables.now()
         with engine.connect() as conn:
             due = [dict(row) for row in conn.execute(
-                select(table).where(table.c.delivered_at.is_(None),
+                select(table).where(table.c.status == PENDING,
                                     (table.c.next_attempt_at.is_(None))
                                     | (table.c.next_attempt_at <= now))
                 .order_by(table.c.seq).limit(self.batch)).mappings()]
@@ -105,7 +113,7 @@ class NotificationSink:
                 log.warning("notification %s for %s not delivered to %s", row["event_id"],
                             row["tenant"], sorted(failed))
             else:
-                update.update(delivered_at=tables.now(), last_error=None)
+                update.update(status=DELIVERED, delivered_at=tables.now(), last_error=None)
                 done += 1
             with engine.begin() as conn:
                 conn.execute(table.update().where(table.c.seq == row["seq"]).values(update))

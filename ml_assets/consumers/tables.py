@@ -110,12 +110,14 @@ notifications = Table(
     Column("summary", Text, nullable=False),
     Column("data", JSON, nullable=False),
     Column("created_at", _time(), nullable=False),
-    Column("delivered_at", _time()),  # set once every receiver of the tenant took it
+    # pending, delivered (every receiver of the tenant took it) or stale (too old when read)
+    Column("status", String(16), nullable=False),
+    Column("delivered_at", _time()),
     Column("delivered_to", JSON, nullable=False),  # the receivers that took it so far
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", _time()),
     Column("last_error", Text),
-    Index("notifications_pending", "delivered_at", "seq"),
+    Index("notifications_pending", "status", "seq"),
 )
 
 

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,7 +91,7 @@ class Stream:
         n = tables.notifications
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(n)
-                                .where(n.c.delivered_at.is_(None))).scalar_one()
+                                .where(n.c.status != "delivered")).scalar_one()
 
     def count(self, table, column=None) -> int:
         query = select(func.count(func.distinct(column)) if column is not None
@@ -137,7 +138,7 @@ def killed_and_restarted(stream: Stream) -> Stream:
     """Consumers reading while events are relayed in chunks, all three SIGKILLed once each has
     committed something and before the last chunk is out, the rest relayed while they are
     down, then restarted and waited for until each has committed the whole topic."""
-    events = interleaved(TENANTS, VERSIONS)
+    events = interleaved(TENANTS, VERSIONS, start=datetime.now(UTC) - timedelta(hours=1))
     for name in NAMES:
         stream.start(name)
     published, killed = 0, False

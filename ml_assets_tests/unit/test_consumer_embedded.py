@@ -2,6 +2,7 @@
 outbox itself, and a consumer started again reads on from its stored offset."""
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -58,7 +59,8 @@ def test_consumers_read_the_outbox_when_no_broker_is_configured(tmp_path):
 
 def test_a_notification_a_receiver_missed_is_sent_again_later(tmp_path):
     """Recorded once; the tenant's webhook down: kept pending with the error and a wait; the
-    tenant's receiver changed (file) and the wait over: sent once and marked delivered."""
+    tenant's receiver changed (file) and the wait over: sent once and marked delivered. An
+    event days old when read (a first start, a replay) is recorded and never sent."""
     import json
     import time
 
@@ -72,15 +74,19 @@ def test_a_notification_a_receiver_missed_is_sent_again_later(tmp_path):
                               "ML_ASSETS_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}"})
     engine = tables.engine(settings.platform_db_url)
     sink = NotificationSink(*receivers(settings))
-    promoted = [e for e in interleaved(["acme"], 1) if e.data.get("to_stage") == "Production"]
+    recent = interleaved(["acme"], 1, start=datetime.now(UTC) - timedelta(minutes=5))
+    promoted = [e for e in recent if e.data.get("to_stage") == "Production"]
     batch = [Delivered(e, "t", 0, i) for i, e in enumerate(promoted * 2)]  # sent twice
+    replayed = interleaved(["acme"], 1, start=datetime.now(UTC) - timedelta(days=3))[-1]
     with engine.begin() as conn:
         assert sink.write(conn, batch) == 1
-    assert sink.deliver_pending(engine) == 0
+        assert sink.write(conn, [Delivered(replayed, "t", 0, 9)]) == 1  # a replayed deployment
 
     def row() -> dict:
         with engine.connect() as conn:
-            return dict(conn.execute(select(tables.notifications)).mappings().one())
+            return dict(conn.execute(select(tables.notifications).where(
+                tables.notifications.c.event_id == promoted[0].id)).mappings().one())
+    assert sink.deliver_pending(engine) == 0
 
     failed = row()
     assert failed["delivered_at"] is None and failed["attempts"] == 1
@@ -100,5 +106,10 @@ def test_a_notification_a_receiver_missed_is_sent_again_later(tmp_path):
         assert "promoted to Production" in body["text"]
         delivered = row()
         assert delivered["delivered_to"] == ["webhook"] and delivered["delivered_at"]
+        assert delivered["status"] == "delivered"
+        with engine.connect() as conn:  # the replayed one: recorded, never sent
+            stale = conn.execute(select(tables.notifications).where(
+                tables.notifications.c.event_id == replayed.id)).mappings().one()
+        assert (stale["status"], stale["attempts"], stale["delivered_at"]) == ("stale", 0, None)
     finally:
         receiver.close()
