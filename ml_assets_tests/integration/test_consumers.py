@@ -273,6 +273,27 @@ def test_relay_resending_the_whole_topic_changes_nothing(killed_and_restarted):
 
 
 
+
+def test_consumers_ride_out_a_broker_restart(killed_and_restarted, broker):
+    """The broker SIGKILLed and started again under running consumers: they reconnect and
+    read what is relayed after it, once."""
+    s = killed_and_restarted
+    before = s.read_offsets()
+    broker.kill()
+    broker.start()
+    if s.kafka is not None:  # the test's producer: a fresh one for the new broker process
+        s.kafka.close()
+        s.kafka = None
+    later = interleaved(["umbrella"], 2, start=datetime.now(UTC))  # the routes read acme
+    for event in later:
+        s.outbox.append(event)
+    assert s.relay() == len(later)
+    s.wait_for(lambda: s.read_offsets() == {g: n + len(later) for g, n in before.items()},
+               timeout=90, what="every consumer after the broker restart")
+    assert s.count(tables.audit_events) == s.count(
+        tables.audit_events, tables.audit_events.c.event_id) == len(s.outbox.events())
+
+
 @pytest.fixture(scope="module")
 def api(killed_and_restarted, tmp_path_factory):
     """The ML Service on the consumers' platform database, and a viewer key per tenant."""
