@@ -1,4 +1,5 @@
-"""`ml-assets consumer run NAME`: one lifecycle-event consumer, until SIGTERM."""
+"""`ml-assets consumer run NAME|status`: one lifecycle-event consumer until SIGTERM, and what
+the consumers have read."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ def _run(settings: Settings, args: argparse.Namespace) -> str:
 
     handled = process.run(settings, args.name, topic=args.topic, batch=args.batch)
     return f"consumer {args.name} stopped after {handled} events"
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> str:
+    from ml_assets.consumers import tables
+
+    with tables.engine(settings.platform_db_url).connect() as conn:
+        return "\n".join(tables.progress(conn))
 
 
 def _positive(text: str) -> int:
@@ -33,3 +41,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--batch", type=_positive, default=500,
                      help="most events written in one transaction")
     run.set_defaults(run=_run)
+    actions.add_parser("status", help="what each consumer has read, and the notifications by "
+                       "status").set_defaults(run=_status)

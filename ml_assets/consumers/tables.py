@@ -193,3 +193,21 @@ def save_offsets(conn: Connection, group: str, topic: str, offsets: dict[int, in
             index_elements=["group_id", "topic", "partition"],
             set_={"next_offset": statement.excluded.next_offset,
                   "updated_at": statement.excluded.updated_at}))
+
+
+def progress(conn: Connection) -> list[str]:
+    """One line per consumer group and topic (its next offsets summed over its partitions,
+    when it last committed), and the notifications by status: `ml-assets consumer status`."""
+    from sqlalchemy import func
+
+    o, n = consumer_offsets, notifications
+    lines = [f"{group:<13} {topic:<20} at {int(read):>9} ({count} partitions), committed "
+             f"{utc(last):%Y-%m-%d %H:%M:%S}Z"
+             for group, topic, read, count, last in conn.execute(
+                 select(o.c.group_id, o.c.topic, func.sum(o.c.next_offset), func.count(),
+                        func.max(o.c.updated_at))
+                 .group_by(o.c.group_id, o.c.topic).order_by(o.c.group_id, o.c.topic))]
+    statuses = dict(conn.execute(select(n.c.status, func.count()).group_by(n.c.status)).all())
+    if statuses:
+        lines.append("notifications " + ", ".join(f"{statuses[s]} {s}" for s in sorted(statuses)))
+    return lines or ["no consumer has read anything yet"]

@@ -377,6 +377,15 @@ def test_no_generated_input_to_the_consumer_routes_makes_a_server_error(api):
     assert {200, 422} <= statuses and not {s for s in statuses if s >= 500}
 
 
+def test_consumer_status_reads_the_platform_database(killed_and_restarted):
+    s = killed_and_restarted
+    out = subprocess.run([venv_bin("ml-assets"), "consumer", "status"], env=s.env, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    offsets = s.read_offsets()
+    assert [line.split()[:4] for line in out[:3]] == [
+        [group, TOPIC, "at", str(offsets[group])] for group in sorted(NAMES)]
+    assert out[3].startswith("notifications ") and "delivered" in out[3]
+
 def test_sigterm_stops_each_consumer_after_its_batch(killed_and_restarted):
     s = killed_and_restarted
     for process in s.processes.values():

@@ -113,3 +113,27 @@ def test_a_notification_a_receiver_missed_is_sent_again_later(tmp_path):
         assert (stale["status"], stale["attempts"], stale["delivered_at"]) == ("stale", 0, None)
     finally:
         receiver.close()
+
+
+def test_consumer_status_shows_what_each_group_read(tmp_path, monkeypatch, capsys):
+    from ml_assets.cli import main
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    events = interleaved(["acme"], 2)
+    for event in events:
+        outbox.append(event)
+    monkeypatch.setenv("ML_ASSETS_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("ML_ASSETS_PLATFORM_DB", raising=False)
+    assert main(["consumer", "status"]) == 0
+    assert "no consumer has read anything yet" in capsys.readouterr().out
+    engine = tables.engine(f"sqlite:///{tmp_path / 'platform.db'}")
+
+    def committed() -> dict[int, int]:
+        with engine.connect() as conn:
+            return tables.stored_offsets(conn, "audit", OUTBOX_TOPIC)
+
+    run_until(Consumer(AuditSink(), engine, None, poll_s=0.05, outbox=outbox.path), committed)
+    assert main(["consumer", "status"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    # the outbox's next sequence number: it starts at 1
+    assert line.split()[:5] == ["audit", "outbox", "at", str(len(events) + 1), "(1"]
