@@ -36,7 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if output:
         print(output)
+    relay_events(load_settings())
     return 0
+
+
+def relay_events(settings) -> None:
+    """An action's events reach the broker now, not at the relay sensor's next tick."""
+    if settings.kafka_bootstrap:
+        from ml_assets.resources import build_resources
+
+        build_resources(settings)["events"].relay_soon()
 
 
 if __name__ == "__main__":
