@@ -25,16 +25,20 @@ demo: install  ## the whole graph for the demo tenant on embedded defaults, then
 	$(BIN)/ml-assets demo
 
 dev: export ML_ASSETS_MLFLOW_UI_URL ?= http://127.0.0.1:5000
-dev: install  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000
+dev: export ML_ASSETS_ALERTMANAGER_URL ?= http://127.0.0.1:9093
+dev: install alertmanager  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000, Alertmanager :9093
 	$(BIN)/ml-assets tenant add demo
 	$(BIN)/ml-assets ray up
-	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL"
-	mkdir -p .ml_assets/mlflow
+	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL   Alertmanager: $$ML_ASSETS_ALERTMANAGER_URL"
+	mkdir -p .ml_assets/mlflow .ml_assets/alertmanager
 	$(BIN)/ml-assets serve-api & api=$$!; \
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.ml_assets/mlflow/mlflow.db \
 	  --host 127.0.0.1 --port 5000 >/dev/null 2>&1 & ui=$$!; \
-	trap "kill $$api $$ui 2>/dev/null" EXIT INT TERM; \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api $$ui
+	$$(command -v prometheus-alertmanager || command -v alertmanager) \
+	  --config.file=deploy/dev/alertmanager.yml --storage.path=.ml_assets/alertmanager \
+	  --web.listen-address=127.0.0.1:9093 --cluster.listen-address= >/dev/null 2>&1 & am=$$!; \
+	trap "kill $$api $$ui $$am 2>/dev/null" EXIT INT TERM; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; kill $$api $$ui $$am
 
 test: install alertmanager  ## lint, then the whole suite (starts the servers it needs itself)
 	$(BIN)/ruff check .
