@@ -18,6 +18,10 @@ from ml_assets.tenants import Tenant, validated_keys
 Severity = Literal["critical", "warning", "info"]
 
 
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
 class Alert(BaseModel):
     """One alert: what failed for whom, the observed value against its threshold, the window,
     and links to the Dagster check and the MLflow version. `ends_at` set means resolved."""
@@ -51,7 +55,8 @@ class Alert(BaseModel):
     def description(self) -> str:
         parts = [self.summary]
         if self.observed is not None or self.threshold is not None:
-            parts.append(f"observed {self.observed} against threshold {self.threshold}")
+            parts.append(f"observed {_number(self.observed)} against threshold "
+                         f"{_number(self.threshold)}")
         if self.window_start and self.window_end:
             parts.append(f"window {self.window_start} to {self.window_end}")
         if self.model_version:

@@ -106,7 +106,7 @@ def test_a_drifted_tenant_alerts_once_and_resolves_once(instance, server_resourc
     assert active["generatorURL"].startswith("http://dagster.test/assets/model_monitoring")
     [slack] = hook.bodies("/slack")
     assert slack["text"].startswith(f"[CRITICAL] alerted/churn {monitoring.PREDICTION_DRIFT}")
-    assert "against threshold 2.0" in slack["text"] and "window " in slack["text"]
+    assert "against threshold 2;" in slack["text"] and "window " in slack["text"]
     assert len(notifications(hook, "firing", 1)) == 1
 
     # recovery: 20,000 steady requests bring the window's mean back within 2 sigma

@@ -47,7 +47,7 @@ def test_a_breach_fires_once_and_resolves_once(receiver, book):
     assert [p["alert"]["resolved"] for p in posts] == [False, True, False]
     first = posts[0]
     assert first["text"].startswith("[CRITICAL] acme/churn prediction_drift")
-    for part in ("observed 3.1 against threshold 2.0", "window 2026-11-30T01:00:00+00:00",
+    for part in ("observed 3.1 against threshold 2;", "window 2026-11-30T01:00:00+00:00",
                  "model version 1", "<http://mlflow/#/models/acme-churn/versions/1|mlflow>"):
         assert part in first["text"]
     assert posts[1]["alert"]["ends_at"] is not None
