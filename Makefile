@@ -25,23 +25,27 @@ demo: install  ## the whole graph for the demo tenant on embedded defaults, then
 	$(BIN)/ml-assets demo
 
 dev: export ML_ASSETS_MLFLOW_UI_URL ?= http://127.0.0.1:5000
-dev: install  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000, event consumers
+dev: export ML_ASSETS_ALERTMANAGER_URL ?= http://127.0.0.1:9093
+dev: install alertmanager  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000, Alertmanager :9093, event consumers
 	$(BIN)/ml-assets tenant add demo
 	$(BIN)/ml-assets ray up
-	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL"
+	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL   Alertmanager: $$ML_ASSETS_ALERTMANAGER_URL"
 	@echo "Event consumers (audit, catalog, notification): logs in .ml_assets/logs/consumer-*.log"
-	mkdir -p .ml_assets/mlflow .ml_assets/logs
+	mkdir -p .ml_assets/mlflow .ml_assets/alertmanager .ml_assets/logs
 	$(BIN)/ml-assets serve-api & api=$$!; \
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.ml_assets/mlflow/mlflow.db \
 	  --host 127.0.0.1 --port 5000 >/dev/null 2>&1 & ui=$$!; \
+	$$(command -v prometheus-alertmanager || command -v alertmanager) \
+	  --config.file=deploy/dev/alertmanager.yml --storage.path=.ml_assets/alertmanager \
+	  --web.listen-address=127.0.0.1:9093 --cluster.listen-address= >/dev/null 2>&1 & am=$$!; \
 	$(BIN)/ml-assets consumer run audit >.ml_assets/logs/consumer-audit.log 2>&1 & audit=$$!; \
 	$(BIN)/ml-assets consumer run catalog >.ml_assets/logs/consumer-catalog.log 2>&1 & \
 	  catalog=$$!; \
 	$(BIN)/ml-assets consumer run notification >.ml_assets/logs/consumer-notification.log 2>&1 & \
 	  notify=$$!; \
-	trap "kill $$api $$ui $$audit $$catalog $$notify 2>/dev/null" EXIT INT TERM; \
+	trap "kill $$api $$ui $$am $$audit $$catalog $$notify 2>/dev/null" EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
-	kill $$api $$ui $$audit $$catalog $$notify
+	kill $$api $$ui $$am $$audit $$catalog $$notify
 
 test: install alertmanager  ## lint, then the whole suite (starts the servers it needs itself)
 	$(BIN)/ruff check .

@@ -18,6 +18,10 @@ from ml_assets.tenants import Tenant, validated_keys
 Severity = Literal["critical", "warning", "info"]
 
 
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
 class Alert(BaseModel):
     """One alert: what failed for whom, the observed value against its threshold, the window,
     and links to the Dagster check and the MLflow version. `ends_at` set means resolved."""
@@ -51,7 +55,8 @@ class Alert(BaseModel):
     def description(self) -> str:
         parts = [self.summary]
         if self.observed is not None or self.threshold is not None:
-            parts.append(f"observed {self.observed} against threshold {self.threshold}")
+            parts.append(f"observed {_number(self.observed)} against threshold "
+                         f"{_number(self.threshold)}")
         if self.window_start and self.window_end:
             parts.append(f"window {self.window_start} to {self.window_end}")
         if self.model_version:
@@ -90,6 +95,13 @@ class TenantReceivers(BaseModel):
     webhook_url: str | None = None
     alertmanager: bool = True
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url {value!r} must be an http(s) URL")
+        return value
+
 
 class ReceiverConfig(BaseModel):
     """The platform's receivers and each tenant's own (a JSON file, `tenants` keyed by tenant)."""
@@ -109,6 +121,17 @@ class ReceiverConfig(BaseModel):
         if path is not None and Path(path).exists():
             tenants = json.loads(Path(path).read_text() or "{}").get("tenants", {})
         return cls(alertmanager_url=alertmanager_url, webhook_url=webhook_url, tenants=tenants)
+
+    @staticmethod
+    def save_tenant(path: Path, tenant: str, receivers: TenantReceivers) -> None:
+        """Set one tenant's receivers in the file (written whole, then renamed into place)."""
+        path = Path(path)
+        data = json.loads(path.read_text() or "{}") if path.exists() else {}
+        data.setdefault("tenants", {})[Tenant(tenant).key] = receivers.model_dump()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True))
+        partial.replace(path)
 
     def targets(self, tenant: str) -> dict[str, str]:
         """Receiver name -> URL for the tenant's alerts."""

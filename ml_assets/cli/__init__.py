@@ -9,10 +9,19 @@ import argparse
 import subprocess
 import sys
 
-from ml_assets.cli import api_keys, consumers, demo, models, platform, ray_cluster, tenants
+from ml_assets.cli import (
+    alerts,
+    api_keys,
+    consumers,
+    demo,
+    models,
+    platform,
+    ray_cluster,
+    tenants,
+)
 from ml_assets.settings import load_settings
 
-COMMAND_GROUPS = (tenants, ray_cluster, platform, demo, models, api_keys, consumers)
+COMMAND_GROUPS = (tenants, ray_cluster, platform, demo, models, api_keys, alerts, consumers)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,7 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if output:
         print(output)
+    if getattr(args, "emits_events", True):  # a consumer only reads them
+        relay_events(load_settings())
     return 0
+
+
+def relay_events(settings) -> None:
+    """An action's events reach the broker now, not at the relay sensor's next tick."""
+    if settings.kafka_bootstrap:
+        from ml_assets.resources import build_resources
+
+        build_resources(settings)["events"].relay_soon()
 
 
 if __name__ == "__main__":

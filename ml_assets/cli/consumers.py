@@ -40,6 +40,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--topic", default=TOPIC)
     run.add_argument("--batch", type=_positive, default=500,
                      help="most events written in one transaction")
-    run.set_defaults(run=_run)
+    run.set_defaults(run=_run, emits_events=False)
     actions.add_parser("status", help="what each consumer has read, and the notifications by "
-                       "status").set_defaults(run=_status)
+                       "status").set_defaults(run=_status, emits_events=False)

@@ -45,11 +45,12 @@ def labeled_after_scoring(scored: pd.DataFrame, labels: pd.DataFrame, entity: st
 
 
 def realized_quality(joined: pd.DataFrame, label: str, holdout: float | None, metric: str,
-                     max_drop: float, min_rows: int) -> Outcome:
+                     max_drop: float, min_rows: int, scored: np.ndarray) -> Outcome:
     """Fails when the metric on the labeled rows is worse than the holdout value by more than
-    max_drop. Too few labeled rows (or no holdout value to compare with) only warns."""
+    max_drop. Too few labeled rows (or no holdout value to compare with) only warns. The CBPE
+    estimate over all the window's `scored` probabilities goes alongside."""
     rows = len(joined)
-    estimate = expected_roc_auc(joined["prediction"].to_numpy()) if rows else None
+    estimate = expected_roc_auc(scored)
     details: dict = {"metric": metric, "holdout_value": holdout, "max_drop": max_drop,
                      "expected_roc_auc_cbpe": estimate}
     if rows < min_rows or holdout is None:

@@ -48,8 +48,14 @@ class LifecycleEvents(dg.ConfigurableResource):
         finally:
             kafka.close(timeout=timeout_s)
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+    def relay_soon(self) -> int:
+        """Relay within the short step budget, never raising: after a step, a CLI action or
+        an API call. What the broker did not take waits in the outbox for the relay sensor."""
         try:
-            self.relay_pending(self.step_relay_timeout_s)
+            return self.relay_pending(self.step_relay_timeout_s)
         except Exception as exc:  # noqa: BLE001 - the relay sensor drains it later
             log.warning("lifecycle events stay in the outbox for now: %s", exc)
+            return 0
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.relay_soon()

@@ -333,7 +333,7 @@ def test_each_consumer_is_a_deployment_that_reaches_kafka_and_postgresql_only():
     from ml_assets.consumers import NAMES
 
     consumers = {name: d for name, d in DOCUMENTS.items()
-                 if d["kind"] == "Deployment" and name.startswith("70-consumers.yaml")}
+                 if d["kind"] == "Deployment" and name.startswith("80-consumers.yaml")}
     commands = {}
     for name, deployment in consumers.items():
         pod = deployment["spec"]["template"]
@@ -605,3 +605,21 @@ def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(monkeyp
                 cursor.execute("SELECT DISTINCT project_id FROM feature_views")
                 assert {row[0] for row in cursor} == {t.feast_project for t in tenants}
         conn.close()
+
+
+def test_alertmanager_configs_are_valid_for_alertmanager_itself(tmp_path):
+    """`amtool check-config` (Debian's, beside the Alertmanager the alert tests run) on the
+    cluster's ConfigMap and on `make dev`'s file."""
+    import shutil
+    import subprocess
+
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool comes with prometheus-alertmanager: `make alertmanager`"
+    cluster = tmp_path / "alertmanager.yml"
+    cluster.write_text(doc("ConfigMap", "alertmanager-config")["data"]["alertmanager.yml"])
+    for path in (cluster, PROJECT_ROOT / "deploy" / "dev" / "alertmanager.yml"):
+        checked = subprocess.run([amtool, "check-config", str(path)], capture_output=True,
+                                 text=True)
+        assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout
+    settings = load_settings(cluster_settings_env(tmp_path))
+    assert settings.alertmanager_url == "http://alertmanager:9093"

@@ -106,3 +106,27 @@ def test_broker_killed_mid_relay_loses_and_duplicates_nothing(broker, tmp_path):
         assert_exactly_once_in_tenant_order(events)
     finally:
         broker.kill()
+
+
+def test_a_cli_action_relays_its_events_at_once_and_never_waits_past_its_budget(
+        broker, tmp_path):
+    from ml_assets.cli import relay_events
+    from ml_assets.resources import build_resources
+    from ml_assets.settings import load_settings
+
+    settings = load_settings({"ML_ASSETS_STATE_DIR": str(tmp_path),
+                              "ML_ASSETS_KAFKA_BOOTSTRAP": broker.bootstrap})
+    events = build_resources(settings)["events"]
+    emitted = events.emit(EventType.MODEL_STAGE_CHANGED, TENANTS[0], version="3")
+    started = time.monotonic()
+    relay_events(settings)  # the broker is down: the event waits in the outbox
+    waited = time.monotonic() - started
+    assert waited < events.step_relay_timeout_s + 5, waited  # not kafka-python's 30 s
+    assert [e.id for _, e in events.outbox().pending()] == [emitted.id]
+    broker.start()
+    try:
+        relay_events(settings)
+        assert events.outbox().pending() == []
+        assert emitted.id in {e.id for e in read_events(broker.bootstrap)}
+    finally:
+        broker.kill()

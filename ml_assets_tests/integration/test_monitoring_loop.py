@@ -11,6 +11,7 @@ import pytest
 from ml_assets.defs.monitoring.assets import model_monitoring
 from ml_assets.defs.training.sensors import retrain_sensor
 from ml_assets.events import EventType, read_events
+from ml_assets.monitoring import liveness, realized
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.monitoring.window import load_profile
 from ml_assets.names import MODEL_MONITORING, REASON_TAG, RETRAIN_ASSETS
@@ -112,7 +113,8 @@ def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, se
     steady = monitor(instance, resources, STEADY)
     assert set(drifting) == set(steady) == {
         monitoring.PREDICTION_DRIFT, monitoring.FEATURE_DRIFT, monitoring.LATENCY_P95,
-        monitoring.ERROR_RATE, monitoring.CANARY_HEALTH}
+        monitoring.ERROR_RATE, monitoring.CANARY_HEALTH, liveness.SERVING_ALIVE,
+        realized.REALIZED_QUALITY}
     no_canary = steady[monitoring.CANARY_HEALTH]  # nothing compared is not a pass
     assert "nothing was compared" in no_canary.description
     assert not no_canary.passed and no_canary.severity == dg.AssetCheckSeverity.WARN
@@ -122,7 +124,10 @@ def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, se
     assert failed.metadata["threshold"].value == 2.0
     assert failed.metadata["rows"].value == 2000
     assert {"window_start", "window_end", "basis", "ks_p_value"} <= set(failed.metadata)
-    judged = set(drifting) - {monitoring.CANARY_HEALTH}
+    assert drifting[liveness.SERVING_ALIVE].passed  # on its own traffic: no probe
+    assert not drifting[realized.REALIZED_QUALITY].passed  # no labels yet: a warning
+    assert drifting[realized.REALIZED_QUALITY].severity == dg.AssetCheckSeverity.WARN
+    judged = set(drifting) - {monitoring.CANARY_HEALTH, realized.REALIZED_QUALITY}
     assert all(drifting[name].passed for name in judged - {monitoring.PREDICTION_DRIFT})
     assert all(steady[name].passed for name in judged)
     assert steady[monitoring.PREDICTION_DRIFT].metadata["rows"].value == 2000

@@ -47,7 +47,7 @@ def test_a_breach_fires_once_and_resolves_once(receiver, book):
     assert [p["alert"]["resolved"] for p in posts] == [False, True, False]
     first = posts[0]
     assert first["text"].startswith("[CRITICAL] acme/churn prediction_drift")
-    for part in ("observed 3.1 against threshold 2.0", "window 2026-11-30T01:00:00+00:00",
+    for part in ("observed 3.1 against threshold 2;", "window 2026-11-30T01:00:00+00:00",
                  "model version 1", "<http://mlflow/#/models/acme-churn/versions/1|mlflow>"):
         assert part in first["text"]
     assert posts[1]["alert"]["ends_at"] is not None
@@ -92,3 +92,25 @@ def test_each_tenant_has_its_own_receivers(tmp_path):
     path.write_text('{"tenants": {"../etc": {}}}')
     with pytest.raises(ValidationError, match="tenant"):
         ReceiverConfig.load(path)
+
+
+def test_the_cli_sets_shows_and_tests_a_tenants_receivers(receiver, tmp_path, monkeypatch,
+                                                          capsys):
+    from ml_assets.cli import main
+
+    monkeypatch.setenv("ML_ASSETS_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("ML_ASSETS_ALERTMANAGER_URL", receiver.url)
+    assert main(["alerts", "set", "acme", "--webhook", receiver.url + "/acme"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"alertmanager: {receiver.url}/api/v2/alerts", f"webhook: {receiver.url}/acme"]
+    assert main(["alerts", "test", "acme"]) == 0
+    assert "delivered to alertmanager, webhook" in capsys.readouterr().out
+    [posted] = receiver.bodies("/acme")
+    assert posted["alert"]["name"] == "test_alert" and posted["text"].startswith("[INFO]")
+    assert main(["alerts", "set", "globex", "--no-alertmanager"]) == 0
+    assert "has no alert receivers" in capsys.readouterr().out
+    assert main(["alerts", "show", "acme"]) == 0  # globex's change kept acme's
+    assert f"{receiver.url}/acme" in capsys.readouterr().out
+    assert main(["alerts", "set", "acme", "--webhook", "file:///etc/passwd"]) == 2
+    assert "must be an http(s) URL" in capsys.readouterr().err
+    assert main(["alerts", "set", "Bad_Tenant"]) == 2

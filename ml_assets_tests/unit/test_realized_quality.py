@@ -25,7 +25,8 @@ def scored_and_labels(rows: int, seed: int, agree: bool):
 
 def outcome(scored, labels, holdout=0.8, min_rows=100):
     joined = realized.labeled_after_scoring(scored, labels, ENTITY, "ts", LABEL, LABEL_TIMESTAMP)
-    return realized.realized_quality(joined, LABEL, holdout, "roc_auc", 0.05, min_rows)
+    return realized.realized_quality(joined, LABEL, holdout, "roc_auc", 0.05, min_rows,
+                                     scored["prediction"].to_numpy())
 
 
 def test_labels_that_make_the_model_worse_fail_and_good_ones_pass():

@@ -22,13 +22,23 @@ def alert_for(receivers: AlertReceivers, tenant: Tenant, outcome: Outcome,
                                        tenant.registered_model_name, version))
 
 
+def summary_of(outcome: Outcome) -> str:
+    """What failed, in a line a person can act on."""
+    summary = f"{outcome.check} failed on {outcome.rows} rows"
+    if reason := outcome.details.get("reason"):
+        summary += f": {reason}"
+    if drifted := sorted(outcome.details.get("drifted_features", ())):
+        summary += f" (drifted: {', '.join(drifted)})"
+    return summary
+
+
 def deliver_alerts(receivers: AlertReceivers, instance: dg.DagsterInstance, tenant: Tenant,
                    outcomes: list[Outcome], version: str | None, window: dict[str, str],
-                   descriptions: dict[str, str], log: dg.DagsterLogManager) -> dict[str, str]:
+                   log: dg.DagsterLogManager) -> dict[str, str]:
     """Fire, resolve or retry each check's alert; check -> what happened, for the metadata."""
     done = {}
     for outcome in outcomes:
-        summary = outcome.details.get("reason") or descriptions.get(outcome.check, outcome.check)
+        summary = summary_of(outcome)
         delivery = receivers.deliver(instance, alert_for(receivers, tenant, outcome, version,
                                                          window, summary),
                                      breached=outcome.breached,

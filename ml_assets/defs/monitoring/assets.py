@@ -201,7 +201,7 @@ def model_monitoring(
     published = [o.check for o in outcomes
                  if alert(events, context.instance, tenant, o, version, window)]
     delivered = deliver_alerts(alert_receivers, context.instance, tenant, [*outcomes, verdict],
-                               version, window, CHECK_DESCRIPTIONS, context.log)
+                               version, window, context.log)
     latency = requests.latency_percentiles()
     summary = {
         "tenant": tenant.key, "model_version": version, **window,

@@ -80,4 +80,5 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
     joined = realized.labeled_after_scoring(scored, labels, ENTITY, "ts", LABEL,
                                             LABEL_TIMESTAMP)
     return realized.realized_quality(joined, LABEL, holdout, metric, limits.max_quality_drop,
-                                     limits.min_labeled_rows)
+                                     limits.min_labeled_rows,
+                                     scored["prediction"].to_numpy(dtype="float64"))

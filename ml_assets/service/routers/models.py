@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Path, Query
 
 from ml_assets.access.keys import Role
 from ml_assets.registry import actions, stages
@@ -83,7 +83,8 @@ def _existing_version(client, tenant: Tenant, version: str):
                         409: {"description": "the stage graph forbids the move"}})
 def promote(version: Annotated[str, Path(pattern=VERSION)], body: PromoteRequest,
             caller: Annotated[Caller, Depends(access(Role.promoter))],
-            svc: Annotated[Service, Depends(service)]) -> ModelVersionInfo:
+            svc: Annotated[Service, Depends(service)],
+            background: BackgroundTasks) -> ModelVersionInfo:
     """Move a Staging version to Production (the previous Production is archived); the
     stage-change sensor redeploys."""
     with upstream("MLflow"):
@@ -94,6 +95,7 @@ def promote(version: Annotated[str, Path(pattern=VERSION)], body: PromoteRequest
                                     f"api:{caller.key.id}")
         except stages.StageTransitionError as exc:
             raise HTTPException(409, str(exc)) from exc
+        background.add_task(svc.events.relay_soon)
         return _version_info(client, moved)
 
 
@@ -103,7 +105,8 @@ def promote(version: Annotated[str, Path(pattern=VERSION)], body: PromoteRequest
                                         "there is no earlier Production to go back to"}})
 def rollback(version: Annotated[str, Path(pattern=VERSION)],
              caller: Annotated[Caller, Depends(access(Role.promoter))],
-             svc: Annotated[Service, Depends(service)]) -> ModelVersionInfo:
+             svc: Annotated[Service, Depends(service)],
+             background: BackgroundTasks) -> ModelVersionInfo:
     """Roll the Production `version` back to the Production version before it. Naming the
     version makes a retried rollback a 409, not a second step back."""
     with upstream("MLflow"):
@@ -117,4 +120,5 @@ def rollback(version: Annotated[str, Path(pattern=VERSION)],
                                      actor=f"api:{caller.key.id}")
         except stages.StageTransitionError as exc:
             raise HTTPException(409, str(exc)) from exc
+        background.add_task(svc.events.relay_soon)
         return _version_info(client, moved)
