@@ -4,7 +4,8 @@ receivers.
 Two halves: a `notifications` row is written once per event in the offsets' transaction (the
 durable part, exactly once), then pending rows are sent after the commit and marked delivered
 per receiver. A crash between a send and its mark sends that one again: receivers get each
-notification at least once, the table has it exactly once."""
+notification at least once, the table has it exactly once. An event over a day old when read
+(a first start on a topic with history) is recorded as stale and not sent."""
 
 from __future__ import annotations
 
@@ -118,7 +119,6 @@ class NotificationSink:
             with engine.begin() as conn:
                 conn.execute(table.update().where(table.c.seq == row["seq"]).values(update))
         return done
-
 
 
 def receivers(settings) -> tuple[Send, Targets]:
