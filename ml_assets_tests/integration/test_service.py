@@ -180,12 +180,14 @@ def endpoints(victim_run: str) -> list[tuple[str, str, dict | None]]:
         ("GET", f"/models/history?at={datetime.now(UTC).isoformat()}", None),
         ("POST", "/models/1/promote", {"reason": "cross-tenant attempt"}),
         ("POST", "/models/1/rollback", None),
+        ("GET", "/audit?type=MODEL_STAGE_CHANGED&limit=5", None),
+        ("GET", "/catalog", None),
     ]
 
 
 def test_isolation_matrix_every_key_of_one_tenant_on_every_endpoint_of_another(
         client, tokens, models, globex_run, dagster_instance, api_settings):
-    """5 roles x 6 endpoints x 2 directions = 60 requests: all 403, no byte of the other
+    """5 roles x 8 endpoints x 2 directions = 80 requests: all 403, no byte of the other
     tenant's data in any body, and nothing changed for the other tenant."""
     acme_run = client.post(f"/v1/tenants/{ACME}/experiments", json=EXPERIMENT,
                            headers=auth(tokens[ACME, "trainer"])).json()["run_id"]
@@ -210,7 +212,7 @@ def test_isolation_matrix_every_key_of_one_tenant_on_every_endpoint_of_another(
                 for secret in secrets[victim]:
                     assert secret not in response.text
                 checked += 1
-    assert checked == len(Role) * 6 * 2 == 60
+    assert checked == len(Role) * 8 * 2 == 80
     assert {t: len(runs_of(dagster_instance, t)) for t in (ACME, GLOBEX)} == runs_before
     for tenant in (ACME, GLOBEX):
         assert client.get(f"/v1/tenants/{tenant}/models",
