@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
-    ratios = {r["store"]: f"{r['vs youngest']:.2f}x" for r in rows
-              if r["log age (days)"] == max(args.days)}
+    youngest = {r["store"]: r for r in rows if r["log age (days)"] == min(args.days)}
+    ratios = {r["store"]: f"{r['vs youngest']:.2f}x wall, "
+                          f"{r['cpu ms'] / youngest[r['store']]['cpu ms']:.2f}x cpu"
+              for r in rows if r["log age (days)"] == max(args.days)}
     report("monitoring_history", ["store", "log age (days)", "files in log", "rows in window",
                                   "listings", "window read ms", "vs youngest", "cpu ms",
                                   "list-everything read ms", "compaction ms per hour"], rows, {

@@ -92,3 +92,17 @@ def test_the_asset_compacts_closed_hours_and_expires_old_days(tmp_path):
     assert len(keys) == 2 and prediction_log.is_compacted(keys[0]) != (
         prediction_log.is_compacted(keys[1]))
     assert prediction_log.read(store, ACME).num_rows == 3
+
+
+def test_the_sensor_sees_replica_files_of_the_last_two_hours_not_compacted_ones(tmp_path):
+    from ml_assets.defs.monitoring.sensors import newest_log_file
+    from ml_assets.serving import log_compaction
+
+    store = ObjectStore(root=str(tmp_path))
+    now = datetime.now(UTC)
+    written = prediction_log.write_table(store, ACME, rows_at(now - timedelta(hours=1)))
+    assert newest_log_file(store, ACME, now) == written
+    assert newest_log_file(store, ACME, now + timedelta(hours=2)) is None
+    log_compaction.compact(store, ACME, now=now + timedelta(hours=1))
+    assert prediction_log.is_compacted(store.list(ACME, prediction_log.LOG_DIR)[0])
+    assert newest_log_file(store, ACME, now) is None  # no new rows: no monitoring run
