@@ -100,8 +100,9 @@ def test_a_crash_while_writing_the_compacted_file_loses_nothing(store):
 
 
 def test_compaction_while_the_replica_keeps_writing(store):
-    """A writer thread keeps adding files to the hour being compacted (`now` an hour ahead
-    makes the current hour closed), and one file lands between listing and deleting."""
+    """A writer thread keeps adding files to the hour being compacted (`now` three hours
+    ahead makes the current hour, and the next, closed), and one file lands between listing
+    and deleting."""
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     ids, stop = write_hour(store, ACME, hour, files=3, rows=5), threading.Event()
 
@@ -128,7 +129,7 @@ def test_compaction_while_the_replica_keeps_writing(store):
     writer.start()
     try:
         for _ in range(3):
-            log_compaction.compact(store, ACME, now=hour + 2 * HOUR)
+            log_compaction.compact(store, ACME, now=hour + 3 * HOUR)
             found = logged_ids(store, ACME)
             assert len(set(found)) == len(found)
     finally:
@@ -137,7 +138,7 @@ def test_compaction_while_the_replica_keeps_writing(store):
     store.before_put(None)
     found = logged_ids(store, ACME)
     assert landed and sorted(found) == sorted(ids)
-    log_compaction.compact(store, ACME, now=hour + 2 * HOUR)
+    log_compaction.compact(store, ACME, now=hour + 3 * HOUR)
     assert [k for k in store.list(ACME, prediction_log.LOG_DIR)
             if not prediction_log.is_compacted(k)] == []
     assert sorted(logged_ids(store, ACME)) == sorted(ids)
