@@ -11,6 +11,7 @@ EVALUATION_REPORT = "evaluation_report"
 REGISTERED_MODEL = "registered_model"
 DEPLOYED_ENDPOINT = "deployed_endpoint"
 MODEL_MONITORING = "model_monitoring"
+PREDICTION_LOG_COMPACTION = "prediction_log_compaction"
 BATCH_PREDICTIONS = "batch_predictions"
 TRITON_MODEL_REPOSITORY = "triton_model_repository"
 

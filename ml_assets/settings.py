@@ -47,6 +47,8 @@ class Settings:
     alert_receivers_file: Path | None = None
     # SQLAlchemy URL of the consumers' sinks (audit, catalog, notifications); None: sqlite
     platform_db: str | None = None
+    # days of prediction log kept per tenant; older day partitions are deleted by compaction
+    log_retention_days: int = 30
 
     @property
     def dagster_home(self) -> Path:
@@ -138,7 +140,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         serve_direct_ingress=env.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1",
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
         platform_db=env.get("ML_ASSETS_PLATFORM_DB") or None,
+        log_retention_days=_retention_days(env.get("ML_ASSETS_LOG_RETENTION_DAYS", "30")),
     )
+
+
+def _retention_days(text: str) -> int:
+    days = int(text) if text.strip().isdigit() else 0
+    if days < 1:
+        raise ValueError(f"ML_ASSETS_LOG_RETENTION_DAYS={text!r}: want whole days, at least 1")
+    return days
 
 
 def _port_range(text: str) -> tuple[int, int]:

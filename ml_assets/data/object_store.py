@@ -91,22 +91,76 @@ class ObjectStoreClient(BaseModel):
 
     def list(self, tenant: Tenant, *parts: str) -> list[str]:
         """Keys (relative to the tenant prefix) of the files under parts."""
+        return [key for key, _ in self.list_sizes(tenant, *parts)]
+
+    def list_sizes(self, tenant: Tenant, *parts: str) -> list[tuple[str, int]]:
+        """(key, size in bytes) of the files under parts, sorted by key: one listing."""
         import pyarrow.fs
 
         fs, base = self.filesystem(), self.path(tenant)
         selector = pyarrow.fs.FileSelector(self.path(tenant, *parts), recursive=True,
                                            allow_not_found=True)
         return sorted(
-            info.path[len(base) + 1:]
+            (info.path[len(base) + 1:], info.size)
             for info in fs.get_file_info(selector)
             if info.type == pyarrow.fs.FileType.File
         )
 
+    def list_dirs(self, tenant: Tenant, *parts: str) -> list[str]:
+        """Keys of the folders directly under parts (S3: the common prefixes)."""
+        import pyarrow.fs
+
+        fs, base = self.filesystem(), self.path(tenant)
+        selector = pyarrow.fs.FileSelector(self.path(tenant, *parts), recursive=False,
+                                           allow_not_found=True)
+        return sorted(info.path[len(base) + 1:] for info in fs.get_file_info(selector)
+                      if info.type == pyarrow.fs.FileType.Directory)
+
+    def delete(self, tenant: Tenant, keys: list[str]) -> None:
+        """Delete these files (S3: 1,000 per request); a file already gone is no error."""
+        if not self.is_s3:
+            from pathlib import Path
+
+            for key in keys:
+                Path(self.path(tenant, key)).unlink(missing_ok=True)
+            return
+        from minio.deleteobjects import DeleteObject
+
+        prefix = self.path(tenant).split("/", 1)[1]
+        errors = list(self._minio().remove_objects(
+            self.bucket, (DeleteObject(f"{prefix}/{key}") for key in keys)))
+        if errors:
+            raise OSError(f"could not delete {len(errors)} objects: {errors[0]}")
+
+    def delete_dir(self, tenant: Tenant, *parts: str) -> None:
+        """Delete the folder under parts and everything in it."""
+        if not parts or not any(parts):
+            raise ValueError("refusing to delete the tenant's whole prefix")
+        try:
+            self.filesystem().delete_dir(self.path(tenant, *parts))
+        except FileNotFoundError:
+            pass
+
     def put_bytes(self, tenant: Tenant, key: str, data: bytes) -> str:
-        fs, path = self.filesystem(), self.path(tenant, key)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as out:
+        """Write the object whole and durably: a reader never sees part of it (S3: one PUT;
+        local: a synced temporary file renamed over the key)."""
+        path = self.path(tenant, key)
+        if self.is_s3:
+            fs = self.filesystem()
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+            return path
+        import os
+        import uuid
+
+        os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temporary, "wb") as out:
             out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
         return path
 
     def get_bytes(self, tenant: Tenant, key: str) -> bytes:

@@ -12,6 +12,7 @@ from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
+from ml_assets.resources.prediction_log import PredictionLogPolicy
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.resources.rollout import RolloutPolicy
@@ -48,6 +49,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "retrain_policy": RetrainPolicy(),
         "monitoring_policy": MonitoringPolicy(),
         "rollout_policy": RolloutPolicy(),
+        "prediction_log_policy": PredictionLogPolicy(retention_days=settings.log_retention_days),
         "serve_endpoint": ServeEndpoint(host=settings.serve_host, port=settings.serve_port,
                                         direct_ingress=settings.serve_direct_ingress,
                                         direct_port_min=settings.serve_direct_ports[0],

@@ -13,14 +13,16 @@ from ml_assets.tenants import Tenant, registered_tenants
 
 def newest_log_file(object_store: ObjectStore, tenant: Tenant,
                     now: datetime | None = None) -> str | None:
-    """The tenant's newest log file (keys sort by time) of today or yesterday: only those can
-    hold rows of the current window, and listing them stays cheap however old the log is."""
+    """The tenant's newest file written by the replica (keys sort by time) in the current or
+    the previous hour: new rows land only there, and listing them costs two small listings
+    however old the log is. Compacted files bring no new rows and are not counted."""
     now = now or datetime.now(UTC)
-    for day in (now, now - timedelta(days=1)):
-        keys = object_store.list(tenant, prediction_log.LOG_DIR, f"date={day:%Y-%m-%d}")
-        parquet = [key for key in keys if key.endswith(".parquet")]
-        if parquet:
-            return parquet[-1]
+    for hour in (now, now - timedelta(hours=1)):
+        keys = object_store.list(tenant, prediction_log.hour_dir(hour))
+        written = [key for key in keys
+                   if key.endswith(".parquet") and not prediction_log.is_compacted(key)]
+        if written:
+            return written[-1]
     return None
 
 
