@@ -79,7 +79,9 @@ class Consumer:
         # assign() never joins the group, and the sink's table stays the source of truth
         return KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
                              enable_auto_commit=False, auto_offset_reset="earliest",
-                             client_id=f"ml-assets-{self.group}")
+                             client_id=f"ml-assets-{self.group}",
+                             # back within seconds of a broker restart (default: up to 30 s)
+                             reconnect_backoff_max_ms=5000)
 
     def _assign(self, kafka: KafkaConsumer, stop: threading.Event) -> bool:
         """Assign every partition of the topic (positions: `_seek_stored`); waits for the
