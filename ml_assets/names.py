@@ -13,6 +13,7 @@ DEPLOYED_ENDPOINT = "deployed_endpoint"
 MODEL_MONITORING = "model_monitoring"
 BATCH_PREDICTIONS = "batch_predictions"
 TRITON_MODEL_REPOSITORY = "triton_model_repository"
+TRITON_ENDPOINT = "triton_endpoint"
 
 # what one run of the whole graph (and a retrain) materializes
 MODEL_GRAPH = (TRAINING_FEATURES, HYPERPARAMETER_SEARCH, TRAINED_MODEL, EVALUATION_REPORT,

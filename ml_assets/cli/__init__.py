@@ -9,10 +9,10 @@ import argparse
 import subprocess
 import sys
 
-from ml_assets.cli import api_keys, demo, models, platform, ray_cluster, tenants
+from ml_assets.cli import api_keys, demo, models, platform, ray_cluster, tenants, triton
 from ml_assets.settings import load_settings
 
-COMMAND_GROUPS = (tenants, ray_cluster, platform, demo, models, api_keys)
+COMMAND_GROUPS = (tenants, ray_cluster, triton, platform, demo, models, api_keys)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.resources.rollout import RolloutPolicy
+from ml_assets.resources.triton import TritonServer
 from ml_assets.settings import Settings
 
 
@@ -54,6 +55,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                         api_keys_path=str(settings.api_keys_path),
                                         predict_rate_limit_per_minute=(
                                             settings.predict_rate_limit_per_minute)),
+        "triton": TritonServer(url=settings.triton_url, backend=settings.triton_backend,
+                               python_env=settings.triton_python_env
+                               if settings.triton_backend == "python" else None),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }
 
