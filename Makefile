@@ -62,5 +62,6 @@ bench: install
 	$(BIN)/python -m bench.run
 
 clean:
+	-$(BIN)/ml-assets triton down
 	-$(BIN)/ml-assets ray down
 	rm -rf .ml_assets
