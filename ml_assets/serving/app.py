@@ -2,10 +2,11 @@
 Production version) and /v1/{tenant}/staging/predict (the Staging version, pre-production).
 
 A tenant costs a model load, not a replica: models are multiplexed per (tenant, version), the
-version is picked by the tenant's route (routing.py), never by the client. A caller needs a key
-of the tenant (`predict` scope, `staging` for the pre-production route), checked before the body
-is read. Imported only by the serving code: ray.serve, mlflow, torch and feast are slow to
-import; Dagster is never imported here.
+version is picked by the tenant's route (routing.py), never by the client, and so is the engine
+of its production route: this model in-process, or the tenant's own model on Triton. A caller
+needs a key of the tenant (`predict` scope, `staging` for the pre-production route), checked
+before the body is read. Imported only by the serving code: ray.serve, mlflow, torch and feast
+are slow to import; Dagster is never imported here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from ml_assets.tenants import Tenant
 
 APP_NAME = "churn"
 MODELS_PER_REPLICA = 32  # ~100 KB each: a replica holds every tenant's live versions
-TRITON_TIMEOUT_S = 10.0
+TRITON_TIMEOUT_S = 10.0  # beyond it the request is a 504, logged; the SLA is 50 ms
 
 logger = logging.getLogger("ray.serve")
 

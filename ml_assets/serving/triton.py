@@ -179,7 +179,9 @@ async def infer_async(session: aiohttp.ClientSession, url: str, tenant: Tenant, 
                                 headers=headers) as response:
             raw = await response.read()
             status, length = response.status, response.headers.get(HEADER_LENGTH)
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except TimeoutError:
+        raise TritonError(504, "Triton did not answer in time") from None
+    except (aiohttp.ClientError, OSError) as exc:
         # the caller sees the kind of failure, not the server's address
         raise TritonError(503, f"Triton is unreachable: {type(exc).__name__}") from None
     return scores(tenant, version, status, length, raw)

@@ -239,3 +239,20 @@ def test_triton_endpoint_serves_only_production(instance, resources, on_triton, 
     error = result.get_step_failure_events()[0].step_failure_data.error
     assert "no Production model version" in str(error.cause or error)
     assert not repository.version_ready(staged_only, version)
+
+
+def test_a_production_version_archived_is_unloaded(instance, resources, on_triton, repository):
+    import mlflow.pytorch
+
+    from ml_assets.serving.triton import export_onnx
+
+    tenant, version = WONKA, on_triton[WONKA.key]["v1"]
+    model = mlflow.pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}")
+    repository.load(tenant, {version: export_onnx(model.eval())}, resources["triton"].backend,
+                    resources["triton"].python_env)
+    assert repository.version_ready(tenant, version)
+    stages.transition(resources["mlflow"].client(), resources["events"], tenant, version,
+                      stages.ARCHIVED, "test", "pytest")
+    result = deploy(instance, resources, tenant, assets=[triton_endpoint])
+    assert not result.success  # nothing to serve, and the Archived version is gone
+    assert not repository.version_ready(tenant, version)

@@ -116,7 +116,7 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
         if stages.PRODUCTION in changed and state[stages.PRODUCTION]:
             record_outside_move(events, tenant, state[stages.PRODUCTION])
         selection = [names.DEPLOYED_ENDPOINT]
-        if state[stages.PRODUCTION] and on_triton(context.instance, tenant):
+        if on_triton(context.instance, tenant):  # reloads it, or unloads a lost Production
             selection.append(names.TRITON_ENDPOINT)
         requests.append(dg.RunRequest(
             run_key=f"{key}:" + ",".join(f"{s}={state[s]}" for s in WATCHED),

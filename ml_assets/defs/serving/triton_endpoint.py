@@ -84,8 +84,11 @@ def triton_endpoint(
     from ml_assets.serving.app import APP_NAME
 
     tenant = Tenant(context.partition_key)
+    repository = triton.repository()
     production = servable(mlflow.client(), tenant, stages.PRODUCTION)
     if production is None:
+        if repository.inference_counts(tenant):  # loaded: its version is no longer Production
+            repository.unload(tenant)
         raise stages.StageTransitionError(
             f"tenant {tenant.key!r} has no Production model version: Triton serves only "
             "Production")
@@ -96,7 +99,6 @@ def triton_endpoint(
             f"tenant {tenant.key!r}'s production route serves version "
             f"{current.primary if current else None}, Production is {production}: "
             "materialize deployed_endpoint first")
-    repository = triton.repository()
     uri = f"models:/{tenant.registered_model_name}/{production}"
     rows = input_example(uri)
     port = direct_ingress_port(APP_NAME) if serve_endpoint.direct_ingress else None
