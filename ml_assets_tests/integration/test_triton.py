@@ -131,6 +131,14 @@ def test_a_tenant_reaches_only_its_own_model(predict, on_triton, repository, set
     assert not repository.version_ready(Tenant("wonka-churn"), "1")
 
 
+def tick(instance, cursor, resources) -> dg.SensorResult:
+    from ml_assets.defs.registry.sensors import mlflow_stage_change_sensor
+
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources=resources) as context:
+        return mlflow_stage_change_sensor(context)
+
+
 def test_a_promotion_reloads_triton_without_dropping_a_request(
         predict, on_triton, resources, instance, repository):
     endpoint, tenant = on_triton[STARK.key], STARK
@@ -157,10 +165,17 @@ def test_a_promotion_reloads_triton_without_dropping_a_request(
     threads = [threading.Thread(target=fire_at_route), threading.Thread(target=fire_at_triton)]
     for thread in threads:
         thread.start()
+    sensor_resources = {"mlflow": resources["mlflow"], "events": resources["events"]}
+    first = tick(instance, None, sensor_resources)  # learns what is deployed
     try:
         time.sleep(0.5)
         stages.transition(resources["mlflow"].client(), resources["events"], tenant, v2,
                           stages.PRODUCTION, "test", "pytest")
+        # the stage-change sensor asks for both: a tenant on Triton is reloaded there
+        (request,) = [r for r in tick(instance, first.cursor, sensor_resources).run_requests
+                      if r.partition_key == tenant.key]
+        assert {k.to_user_string() for k in request.asset_selection} == {
+            "deployed_endpoint", "triton_endpoint"}
         result = deploy(instance, resources, tenant)
         time.sleep(0.5)
     finally:
