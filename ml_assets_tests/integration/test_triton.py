@@ -194,6 +194,27 @@ def test_a_promotion_reloads_triton_without_dropping_a_request(
     on_triton[tenant.key]["v1"] = v2  # what later tests expect Production to be
 
 
+def test_reloading_the_same_version_drops_no_request(predict, on_triton, resources, instance):
+    """What the stage-change sensor does when only the Staging version moved."""
+    endpoint = on_triton[WONKA.key]
+    stop, answers = threading.Event(), []
+
+    def fire() -> None:
+        while not stop.is_set():
+            status, headers, _ = predict(endpoint["url"], {"rows": rows(1)})
+            answers.append((status, headers.get(ENGINE_HEADER)))
+
+    thread = threading.Thread(target=fire)
+    thread.start()
+    try:
+        result = deploy(instance, resources, WONKA, assets=[triton_endpoint])
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert result.success and len(answers) > 10
+    assert set(answers) == {(200, TRITON)}
+
+
 def test_triton_errors_are_answered_and_logged_with_their_status(
         predict, on_triton, repository, resources, instance):
     from ray import serve
