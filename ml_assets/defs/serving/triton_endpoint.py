@@ -116,16 +116,24 @@ def triton_endpoint(
                          metadata=metadata)
 
     model = mlflow_pytorch.load_model(uri).eval()
-    started = time.perf_counter()
-    # only this version: Triton serves the one it has until the new one is ready, then swaps
-    repository.load(tenant, {production: export_onnx(model)}, triton.backend, triton.python_env)
-    load_s = time.perf_counter() - started
-    worst = checked_parity(repository, tenant, production, model, rows)
-    set_route(tenant, current.changed(engine=TRITON, triton_url=triton.url))
-    context.log.info(f"tenant {tenant.key}: {model_name(tenant)} version {production} on "
-                     f"{triton.url} ({load_s:.1f} s), production route {url} scored by Triton")
     latencies = []
     with deployer_token(serve_endpoint, tenant) as token:
+        if current.engine == TRITON:
+            # never (re)load under traffic: the python backend's stub aborted the server once
+            # (boost::interprocess::lock_exception) finalizing a replaced instance while
+            # requests arrived; the replica scores in-process meanwhile
+            current = current.changed(engine=RAY, triton_url=None)
+            set_route(tenant, current)
+            wait_until_routed(url, token, {production}, rows[0], engine=RAY)
+        started = time.perf_counter()
+        # only this version: Triton unloads the others once it is ready
+        repository.load(tenant, {production: export_onnx(model)}, triton.backend,
+                        triton.python_env)
+        load_s = time.perf_counter() - started
+        worst = checked_parity(repository, tenant, production, model, rows)
+        set_route(tenant, current.changed(engine=TRITON, triton_url=triton.url))
+        context.log.info(f"tenant {tenant.key}: {model_name(tenant)} version {production} on "
+                         f"{triton.url} ({load_s:.1f} s), production route {url} on Triton")
         wait_until_routed(url, token, {production}, rows[0], engine=TRITON)
         for i in range(config.smoke_requests):
             began = time.perf_counter()
