@@ -215,7 +215,7 @@ def deployed_endpoint(
         {"url": url, "proxy_url": proxy_url, "staging_url": serve_endpoint.url(
             tenant, port, staging=True), "version": primary, "staging_version": staging,
          "stage": stage, "canary": route.canary, "canary_weight": route.canary_weight,
-         "shadow": shadow, "sample_row": rows[0]},
+         "shadow": shadow, "engine": route.engine, "sample_row": rows[0]},
         metadata={
             "url": dg.MetadataValue.url(url),
             "ingress": f"direct (replica port {port})" if port else "proxy",
