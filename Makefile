@@ -2,6 +2,13 @@
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Triton's own virtualenv: nvidia-pytriton 0.7.0 bundles a Triton 2.51 server (python backend
+# only; the `tritonserver` wheel is bindings needing NVIDIA's image) and needs numpy<2, which
+# the main venv (numpy 2.4) cannot take. onnxruntime runs the models inside that backend:
+# 1.32.0, the main venv's (the parity tests compare against it), still built for numpy 1.26.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
+TRITON_PINS := nvidia-pytriton==0.7.0 onnxruntime==1.32.0 numpy==1.26.4
 export DAGSTER_HOME := $(CURDIR)/.ml_assets/dagster
 export RAY_AUTH_MODE := token
 
@@ -14,7 +21,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TRITON_STAMP): Makefile
+	python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet $(TRITON_PINS)
+	# the python backend looks for its stub beside itself; the wheel ships one per Python
+	site=$$($(TRITON_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	  pyver=$$($(TRITON_VENV)/bin/python -c "import sys; print('%d.%d' % sys.version_info[:2])"); \
+	  cp $$site/pytriton/tritonserver/python_backend_stubs/$$pyver/triton_python_backend_stub \
+	    $$site/pytriton/tritonserver/backends/python/
+	touch $@
+
+install: $(STAMP) $(TRITON_STAMP)
 
 alertmanager:  ## Debian's Prometheus Alertmanager: the alert tests and `make dev` run one
 	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || \
@@ -61,5 +78,6 @@ bench: install
 	$(BIN)/python -m bench.run
 
 clean:
+	-$(BIN)/ml-assets triton down
 	-$(BIN)/ml-assets ray down
 	rm -rf .ml_assets

@@ -19,7 +19,7 @@ from bench.common import RESULTS
 
 # run order: graph writes what no_platform compares against; others' benches run if present
 BENCHES = ["pit_join", "graph", "no_platform", "training", "events", "drift", "monitoring_history",
-           "serving"]
+           "serving", "triton"]
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 

@@ -36,18 +36,19 @@ STEP_K8S_CONFIG: dict[str, dict] = {
     names.EVALUATION_REPORT: _resources("2", "4Gi"),
     names.REGISTERED_MODEL: _resources("250m", "1Gi"),
 }
-SERVING_STEP = names.DEPLOYED_ENDPOINT
+SERVING_STEPS = (names.DEPLOYED_ENDPOINT, names.TRITON_ENDPOINT)  # they set tenants' routes
 
 
 def step_k8s_config(settings: Settings) -> dict[str, dict]:
-    """Per-step overrides; the serving step talks to the Serve cluster if it has its own (a
+    """Per-step overrides; the serving steps talk to the Serve cluster if it has its own (a
     KubeRay RayService next to the batch RayCluster)."""
     config = dict(STEP_K8S_CONFIG)
     if settings.serve_ray_address:
-        serving = config.get(SERVING_STEP, DEFAULT_STEP_K8S_CONFIG)
-        container = {**serving["container_config"],
-                     "env": [{"name": "RAY_ADDRESS", "value": settings.serve_ray_address}]}
-        config[SERVING_STEP] = {**serving, "container_config": container}
+        for step in SERVING_STEPS:
+            serving = config.get(step, DEFAULT_STEP_K8S_CONFIG)
+            container = {**serving["container_config"],
+                         "env": [{"name": "RAY_ADDRESS", "value": settings.serve_ray_address}]}
+            config[step] = {**serving, "container_config": container}
     return config
 
 

@@ -14,6 +14,7 @@ MODEL_MONITORING = "model_monitoring"
 PREDICTION_LOG_COMPACTION = "prediction_log_compaction"
 BATCH_PREDICTIONS = "batch_predictions"
 TRITON_MODEL_REPOSITORY = "triton_model_repository"
+TRITON_ENDPOINT = "triton_endpoint"
 
 # what one run of the whole graph (and a retrain) materializes
 MODEL_GRAPH = (TRAINING_FEATURES, HYPERPARAMETER_SEARCH, TRAINED_MODEL, EVALUATION_REPORT,

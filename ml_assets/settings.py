@@ -49,6 +49,12 @@ class Settings:
     platform_db: str | None = None
     # days of prediction log kept per tenant; older day partitions are deleted by compaction
     log_retention_days: int = 30
+    # Triton: the shared server's HTTP URL, the backend that runs the ONNX model (python:
+    # the server nvidia-pytriton bundles; onnxruntime: NVIDIA's image) and, for python, the
+    # server's virtualenv with onnxruntime
+    triton_url: str = "http://127.0.0.1:8010"
+    triton_backend: str = "python"
+    triton_python_env: str | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -141,6 +147,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
         platform_db=env.get("ML_ASSETS_PLATFORM_DB") or None,
         log_retention_days=_retention_days(env.get("ML_ASSETS_LOG_RETENTION_DAYS", "30")),
+        triton_url=env.get("ML_ASSETS_TRITON_URL", "http://127.0.0.1:8010").rstrip("/"),
+        triton_backend=_choice("ML_ASSETS_TRITON_BACKEND",
+                               env.get("ML_ASSETS_TRITON_BACKEND", "python"), TRITON_BACKENDS),
+        triton_python_env=env.get("ML_ASSETS_TRITON_PYTHON_ENV")
+        or str(PROJECT_ROOT / TRITON_VENV),
     )
 
 
@@ -163,9 +174,15 @@ def _port_range(text: str) -> tuple[int, int]:
 
 
 EXECUTORS = ("multiprocess", "k8s")
+TRITON_BACKENDS = ("python", "onnxruntime")  # ml_assets.serving.triton.BACKENDS
+TRITON_VENV = ".venv-triton"  # made by the Makefile: nvidia-pytriton's server, onnxruntime
+
+
+def _choice(variable: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{variable}={value!r}: must be one of {', '.join(allowed)}")
+    return value
 
 
 def _executor(name: str) -> str:
-    if name not in EXECUTORS:
-        raise ValueError(f"ML_ASSETS_EXECUTOR={name!r}: must be one of {', '.join(EXECUTORS)}")
-    return name
+    return _choice("ML_ASSETS_EXECUTOR", name, EXECUTORS)

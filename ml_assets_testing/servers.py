@@ -1,4 +1,4 @@
-"""Servers the tests (and the benchmarks) start on loopback: S3 (moto), Kafka (tansu)."""
+"""Servers the tests (and the benchmarks) start on loopback: S3 (moto), Kafka (tansu), Triton."""
 
 import os
 import signal
@@ -93,3 +93,16 @@ class Broker:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
+
+
+def start_triton(state: Path, url: str) -> subprocess.Popen:
+    """tritonserver from the project's .venv-triton (explicit model control) at `url`, ready."""
+    from urllib.parse import urlparse
+
+    from ml_assets.cli.triton import start, wait_ready
+    from ml_assets.settings import PROJECT_ROOT, TRITON_VENV
+
+    state.mkdir(parents=True, exist_ok=True)
+    server = start(PROJECT_ROOT / TRITON_VENV, state, urlparse(url).port, state / "server.log")
+    wait_ready(url, server)
+    return server

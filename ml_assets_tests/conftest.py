@@ -24,13 +24,14 @@ from ml_assets_testing.servers import (
     free_port,
     s3_store,
     start_s3,
+    start_triton,
     venv_bin,
     wait_for_http,
 )
 
 TENANTS = ("acme", "globex")
 SERVER_FIXTURES = {"ray_cluster", "graph", "s3_endpoint", "mlflow_server", "broker",
-                   "postgres_database"}
+                   "postgres_database", "triton_server"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,7 +51,8 @@ TEST_SPEC = churn_data.ChurnDataSpec(customers=1000)
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     state = tmp_path_factory.mktemp("state")
     return load_settings({"ML_ASSETS_STATE_DIR": str(state),
-                          "ML_ASSETS_SERVE_PORT": str(free_port())})
+                          "ML_ASSETS_SERVE_PORT": str(free_port()),
+                          "ML_ASSETS_TRITON_URL": f"http://127.0.0.1:{free_port()}"})
 
 
 @pytest.fixture(scope="session")
@@ -241,6 +243,15 @@ def mlflow_server(postgres_database, s3_endpoint) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server)
     yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def triton_server(settings: Settings) -> Iterator[str]:
+    """One tritonserver for the session (explicit model control) at the settings' URL."""
+    server = start_triton(settings.state_dir / "triton", settings.triton_url)
+    yield settings.triton_url
     server.terminate()
     server.wait(timeout=30)
 

@@ -18,10 +18,12 @@ from ml_assets.cli import (
     platform,
     ray_cluster,
     tenants,
+    triton,
 )
 from ml_assets.settings import load_settings
 
-COMMAND_GROUPS = (tenants, ray_cluster, platform, demo, models, api_keys, alerts, consumers)
+COMMAND_GROUPS = (tenants, ray_cluster, triton, platform, demo, models, api_keys, alerts,
+                  consumers)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from ml_assets.tenants import Tenant
 
 
 def materialize(settings: Settings, tenant: Tenant, ray_address: str,
-                select: str | None = None) -> None:
+                select: str | None = None, config: dict | None = None) -> None:
     """The whole churn_model_job for the tenant, or only the selected assets."""
     env = {**ray_env(), "RAY_ADDRESS": ray_address, "DAGSTER_HOME": str(settings.dagster_home)}
     dagster = str(Path(sys.executable).with_name("dagster"))
@@ -28,7 +28,8 @@ def materialize(settings: Settings, tenant: Tenant, ray_address: str,
                    "--tags", json.dumps({"dagster/partition": tenant.key})]
     else:
         command = [dagster, "asset", "materialize", "-m", "ml_assets.definitions",
-                   "--select", select, "--partition", tenant.key]
+                   "--select", select, "--partition", tenant.key,
+                   *(["--config-json", json.dumps(config)] if config else [])]
     subprocess.run(command, check=True, env=env, cwd=PROJECT_ROOT)
 
 
@@ -94,8 +95,17 @@ def _demo(settings: Settings, args: argparse.Namespace) -> str:
 
 def _deploy(settings: Settings, args: argparse.Namespace) -> str:
     tenant = Tenant(args.tenant)
-    materialize(settings, tenant, ray_up(settings), select=names.DEPLOYED_ENDPOINT)
-    return f"tenant {tenant.key}: deployed what its registry stages say"
+    if args.engine is None:  # the route keeps its engine
+        materialize(settings, tenant, ray_up(settings), select=names.DEPLOYED_ENDPOINT)
+        return f"tenant {tenant.key}: deployed what its registry stages say"
+    if args.engine == "triton":
+        from ml_assets.cli.triton import triton_up
+
+        triton_up(settings)
+    config = {"ops": {names.TRITON_ENDPOINT: {"config": {"engine": args.engine}}}}
+    materialize(settings, tenant, ray_up(settings), config=config,
+                select=f"{names.DEPLOYED_ENDPOINT},{names.TRITON_ENDPOINT}")
+    return f"tenant {tenant.key}: deployed, its production route scored by {args.engine}"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -105,6 +115,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cmd = commands.add_parser("deploy", help="materialize the tenant's deployed_endpoint (what "
                               "the stage-change sensor does when the daemon runs)")
     cmd.add_argument("tenant")
+    cmd.add_argument("--engine", choices=["ray", "triton"],
+                     help="what scores the production route from now on: the Serve replica, "
+                     "or its Production version on Triton (starts the local server); default: "
+                     "what it is now")
     cmd.set_defaults(run=_deploy)
     cmd = commands.add_parser("summary", help="what the graph made for a tenant")
     cmd.add_argument("tenant")

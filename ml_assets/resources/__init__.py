@@ -16,6 +16,7 @@ from ml_assets.resources.prediction_log import PredictionLogPolicy
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.resources.rollout import RolloutPolicy
+from ml_assets.resources.triton import TritonServer
 from ml_assets.settings import Settings
 
 
@@ -62,6 +63,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                           receivers_file=str(settings.alert_receivers_path),
                                           dagster_url=settings.dagster_url,
                                           mlflow_ui_url=settings.mlflow_ui_url),
+        "triton": TritonServer(url=settings.triton_url, backend=settings.triton_backend,
+                               python_env=settings.triton_python_env
+                               if settings.triton_backend == "python" else None),
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
     }
 

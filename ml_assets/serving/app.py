@@ -2,10 +2,11 @@
 Production version) and /v1/{tenant}/staging/predict (the Staging version, pre-production).
 
 A tenant costs a model load, not a replica: models are multiplexed per (tenant, version), the
-version is picked by the tenant's route (routing.py), never by the client. A caller needs a key
-of the tenant (`predict` scope, `staging` for the pre-production route), checked before the body
-is read. Imported only by the serving code: ray.serve, mlflow, torch and feast are slow to
-import; Dagster is never imported here.
+version is picked by the tenant's route (routing.py), never by the client, and so is the engine
+of its production route: this model in-process, or the tenant's own model on Triton. A caller
+needs a key of the tenant (`predict` scope, `staging` for the pre-production route), checked
+before the body is read. Imported only by the serving code: ray.serve, mlflow, torch and feast
+are slow to import; Dagster is never imported here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
 from ml_assets.schema import FEATURES
-from ml_assets.serving import prediction_log
+from ml_assets.serving import prediction_log, triton
 from ml_assets.serving.request import (
     MAX_BODY_BYTES,
     RequestError,
@@ -39,8 +40,10 @@ from ml_assets.serving.request import (
     validate_rows,
 )
 from ml_assets.serving.routing import (
+    ENGINE_HEADER,
     KEY_HEADER,
     ROUTE_HEADER,
+    TRITON,
     VERSION_HEADER,
     Route,
     RouteError,
@@ -50,6 +53,7 @@ from ml_assets.tenants import Tenant
 
 APP_NAME = "churn"
 MODELS_PER_REPLICA = 32  # ~100 KB each: a replica holds every tenant's live versions
+TRITON_TIMEOUT_S = 10.0  # beyond it the request is a 504, logged; the SLA is 50 ms
 
 logger = logging.getLogger("ray.serve")
 
@@ -76,6 +80,7 @@ class ChurnService:
         self.log_buffer: dict[str, prediction_log.LogBuffer] = {}
         self.load_lock = threading.Lock()
         self.shadows: set[asyncio.Task] = set()  # kept referenced until they finish
+        self.http = None  # the aiohttp session to Triton, made on the replica's loop
         await self._refresh_routes(timeout_s=0)
         self.background = [asyncio.create_task(self._follow_routes()),
                            asyncio.create_task(self._flush_periodically())]
@@ -203,12 +208,17 @@ class ChurnService:
             else:
                 matrix = validate_rows(items)
             version, route = self._pick(tenant_route, tenant, staging, key)
-            headers.update({VERSION_HEADER: version, ROUTE_HEADER: route})
-            model = await self._model(tenant, version)
+            engine = tenant_route.engine_for(route)
+            headers.update({VERSION_HEADER: version, ROUTE_HEADER: route, ENGINE_HEADER: engine})
+            model = None if engine == TRITON else await self._model(tenant, version)
             if field == "customer_ids":
                 matrix = await asyncio.to_thread(self._online_rows, tenant, customer_ids)
-            with torch.no_grad():
-                predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
+            if model is None:
+                predictions = await self._triton(tenant, version, tenant_route.triton_url,
+                                                 matrix)
+            else:
+                with torch.no_grad():
+                    predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
             # rendered here, inside the try: a body that cannot be sent is a 500, logged as one
             response = JSONResponse(
                 {"tenant": tenant, "model_version": version, "route": route,
@@ -253,6 +263,21 @@ class ChurnService:
             why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
             raise RequestError(503, f"model version {version} of tenant {tenant!r} "
                                     f"failed to load: {why}") from None
+
+    async def _triton(self, tenant: str, version: str, url: str,
+                      matrix: list[list[float]]) -> list[float]:
+        """The version on Triton; the model name comes from the authenticated path's tenant
+        (`triton.model_name`), never from the request."""
+        if self.http is None:
+            import aiohttp
+
+            self.http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=TRITON_TIMEOUT_S))
+        try:
+            return await triton.infer_async(self.http, url, Tenant(tenant), version, matrix)
+        except triton.TritonError as exc:
+            logger.warning("triton call of %s/%s failed: %s", tenant, version, exc)
+            raise RequestError(exc.status, str(exc)) from None
 
     async def _shadow(self, tenant: str, version: str, customer_ids: list,
                       matrix: list[list[float]]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -23,6 +24,8 @@ from ml_assets.tenants import Tenant
 VERSION_HEADER = "x-model-version"  # every response names the version that answered
 ROUTE_HEADER = "x-model-route"  # and whether it was the production or the canary route
 KEY_HEADER = "x-routing-key"  # the request key the canary split hashes (else body "key")
+ENGINE_HEADER = "x-model-engine"  # what scored it: "ray" (in the replica) or "triton"
+RAY, TRITON = "ray", "triton"
 ROUTE_TABLE_NAME = "ml_assets_route_table"
 NAMESPACE = "ml_assets"
 
@@ -45,6 +48,10 @@ class Route(BaseModel, frozen=True):
                          "its answers are logged, never returned")
     since: float | None = Field(None, description="when the rollout's current step began")
     paused: bool = Field(False, description="a person holds the rollout where it is")
+    engine: Literal["ray", "triton"] = Field(
+        RAY, description="what scores the production route: the replica's in-process model, "
+        "or the Production version loaded on the Triton server at triton_url")
+    triton_url: str | None = Field(None, description="the Triton server of engine triton")
 
     @model_validator(mode="after")
     def _canary_needs_a_version(self) -> Route:
@@ -56,6 +63,8 @@ class Route(BaseModel, frozen=True):
             raise RouteError(f"version {self.canary} cannot be its own canary")
         if self.shadow and (self.staging is None or self.primary is None):
             raise RouteError("a shadow needs a Production and a Staging version")
+        if self.engine == TRITON and (self.primary is None or not self.triton_url):
+            raise RouteError("engine triton needs a Production version and a Triton URL")
         return self
 
     def pick(self, tenant: str, key: str | None) -> tuple[str, str]:
@@ -75,6 +84,10 @@ class Route(BaseModel, frozen=True):
     def changed(self, **fields) -> Route:
         """A copy with `fields` changed, validated again (model_copy would not validate)."""
         return Route(**{**self.model_dump(), **fields})
+
+    def engine_for(self, route: str) -> str:
+        """Triton serves only the Production version: canary, staging, shadow stay in-process."""
+        return self.engine if route == PRODUCTION_ROUTE else RAY
 
     def shadow_version(self) -> str | None:
         """The version that also scores production requests, unseen by the caller."""

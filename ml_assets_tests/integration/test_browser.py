@@ -33,7 +33,8 @@ ASSETS_BY_GROUP = {
     "training": ["hyperparameter_search", "trained_model"],
     "evaluation": ["evaluation_report"],
     "registry": ["registered_model"],
-    "serving": ["deployed_endpoint", "batch_predictions", "triton_model_repository"],
+    "serving": ["deployed_endpoint", "batch_predictions", "triton_model_repository",
+                "triton_endpoint"],
     "monitoring": ["model_monitoring"],
 }
 MONITORING_CHECKS = ["prediction_drift_within_2_sigma", "feature_drift", "latency_p95_within_sla",

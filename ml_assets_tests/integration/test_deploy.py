@@ -428,6 +428,30 @@ def test_settings_configmap_is_configuration_the_code_reads(tmp_path):
     assert not settings.serve_direct_ingress  # KubeRay's Serve: through the serve Service
 
 
+def test_triton_runs_nvidias_image_with_explicit_model_control_on_onnxruntime(tmp_path):
+    from ml_assets.serving.triton import model_config
+
+    deployment, service = doc("Deployment", "triton"), doc("Service", "triton")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert container["image"].endswith("-py3")
+    assert "--model-control-mode=explicit" in container["args"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert deployment["spec"]["replicas"] == 1  # loads must reach the server that serves
+    settings = load_settings(cluster_settings_env(tmp_path))
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert settings.triton_url == f"http://{service['metadata']['name']}:{port}"
+    assert f"--http-port={port}" in container["args"]
+    assert settings.triton_backend == "onnxruntime"
+    config = model_config(Tenant("acme"), ["3"], settings.triton_backend)
+    assert (config["platform"], config["name"]) == ("onnxruntime_onnx", "acme-churn")
+    assert "instance_group" not in config  # Triton puts it on the GPU
+    policy = doc("NetworkPolicy", "triton-from-code-location")
+    admitted = {name for name, pod in _pod_labels().items() if _admits(policy, pod)}
+    assert admitted and all(_pod_labels()[n].items() >= CLIENT_LABEL.items() for n in admitted)
+    assert not _admits(policy, {"app": "mlflow"})
+
+
 def test_an_unknown_executor_setting_is_named():
     with pytest.raises(ValueError, match="ML_ASSETS_EXECUTOR='kubernetes'"):
         load_settings({"ML_ASSETS_EXECUTOR": "kubernetes"})
@@ -456,13 +480,14 @@ def test_code_location_with_cluster_settings_runs_each_step_as_a_kubernetes_job(
     default = execution["step_k8s_config"]["container_config"]["resources"]
     assert default["requests"] == {"cpu": "500m", "memory": "2Gi"}
     steps = execution["per_step_k8s_config"]
-    # every override names a step of the graph (a renamed asset would silently lose its size)
+    # every override names an asset of the graph (a renamed asset would silently lose its size)
     assert {"training_features", "trained_model", "deployed_endpoint"} <= set(steps)
-    assert set(steps) <= {node.name for node in job.graph.nodes}
+    assert set(steps) <= {key.to_user_string() for key in defs().resolve_all_asset_keys()}
     training = steps["trained_model"]["container_config"]["resources"]
     assert training["requests"] == {"cpu": "1", "memory": "4Gi"}
-    serving_env = steps["deployed_endpoint"]["container_config"]["env"]
-    assert serving_env == [{"name": "RAY_ADDRESS", "value": "ml-serve-head-svc:6379"}]
+    for serving in ("deployed_endpoint", "triton_endpoint"):  # both set tenants' routes
+        serving_env = steps[serving]["container_config"]["env"]
+        assert serving_env == [{"name": "RAY_ADDRESS", "value": "ml-serve-head-svc:6379"}]
     assert "env" not in steps["trained_model"]["container_config"]  # training: RAY_ADDRESS
     # every step pod joins the Ray cluster at its RAY_ADDRESS before dagster runs the step
     for config in [execution["step_k8s_config"], *steps.values()]:

@@ -43,6 +43,18 @@ def record_outside_move(events: LifecycleEvents, tenant: Tenant, version: str) -
                 actor=OBSERVER, reason="production alias moved outside ml_assets")
 
 
+def on_triton(instance: dg.DagsterInstance, tenant: Tenant) -> bool:
+    """Whether the tenant's last triton_endpoint put its production route on Triton: then a
+    new Production version is loaded there too."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(names.TRITON_ENDPOINT), asset_partitions=[tenant.key]),
+        limit=1).records
+    if not records:
+        return False
+    engine = records[0].asset_materialization.metadata.get("engine")
+    return engine is not None and engine.value == "triton"
+
+
 def refusal(client, tenant: Tenant, version: str) -> str | None:
     """Why the version may not hold a serving alias (None or Archived before the move, or no
     verified lineage), or None when it may."""
@@ -68,11 +80,12 @@ def revert(client, events: LifecycleEvents, tenant: Tenant, stage: str, version:
 
 @dg.sensor(
     name=OBSERVER,
-    asset_selection=[names.DEPLOYED_ENDPOINT],
+    asset_selection=[names.DEPLOYED_ENDPOINT, names.TRITON_ENDPOINT],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls the MLflow registry; when a tenant's Production or Staging version "
-    "changes (through ml_assets or directly in MLflow) it redeploys that tenant's endpoint. "
+    "changes (through ml_assets or directly in MLflow) it redeploys that tenant's endpoint "
+    "(and reloads Triton for a tenant served by it). "
     "An alias moved onto a None or Archived version, or one without verified lineage, is "
     "moved back (MODEL_STAGE_REVERTED).",
 )
@@ -102,10 +115,13 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
             continue  # the first tick only learns the state: it was deployed by the graph
         if stages.PRODUCTION in changed and state[stages.PRODUCTION]:
             record_outside_move(events, tenant, state[stages.PRODUCTION])
+        selection = [names.DEPLOYED_ENDPOINT]
+        if on_triton(context.instance, tenant):  # reloads it, or unloads a lost Production
+            selection.append(names.TRITON_ENDPOINT)
         requests.append(dg.RunRequest(
             run_key=f"{key}:" + ",".join(f"{s}={state[s]}" for s in WATCHED),
             partition_key=key,
-            asset_selection=[dg.AssetKey(names.DEPLOYED_ENDPOINT)],
+            asset_selection=[dg.AssetKey(name) for name in selection],
             tags={"ml_assets/trigger": OBSERVER},
         ))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

@@ -18,7 +18,15 @@ from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.serving.client import input_example, post_json
-from ml_assets.serving.routing import VERSION_HEADER, Route, get_route, set_route
+from ml_assets.serving.routing import (
+    ENGINE_HEADER,
+    RAY,
+    TRITON,
+    VERSION_HEADER,
+    Route,
+    get_route,
+    set_route,
+)
 from ml_assets.tenants import Tenant
 
 
@@ -45,16 +53,19 @@ def servable(client, tenant: Tenant, stage: str) -> str | None:
 
 
 def wait_until_routed(url: str, token: str, expected: set[str], row: dict,
-                      timeout_s: float = 30) -> None:
-    """Until the endpoint answers with the new route (replicas pick it up by long-poll)."""
+                      timeout_s: float = 30, engine: str | None = None) -> None:
+    """Until the endpoint answers with the new route (replicas pick it up by long-poll): one of
+    the `expected` versions, scored by `engine` if given."""
     deadline = time.monotonic() + timeout_s
     while True:
         status, headers, body = post_json(url, {"rows": [row]}, token=token)
-        if status == 200 and headers.get(VERSION_HEADER) in expected:
+        if status == 200 and headers.get(VERSION_HEADER) in expected and (
+                engine is None or headers.get(ENGINE_HEADER) == engine):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} still answers {status} {headers.get(VERSION_HEADER)} "
-                               f"{body} after {timeout_s} s; expected versions {expected}")
+                               f"({headers.get(ENGINE_HEADER)}) {body} after {timeout_s} s; "
+                               f"expected versions {expected}, engine {engine}")
         time.sleep(0.1)
 
 
@@ -142,9 +153,14 @@ def deployed_endpoint(
         raise stages.StageTransitionError(  # before any work
             f"canary weight {weight} / shadow {shadow} for tenant {tenant.key!r} needs a "
             f"Production and a Staging version; it has {primary} and {staging}")
+    # Triton holds the version triton_endpoint loaded: a new Production version is served
+    # in-process until triton_endpoint loads it (the stage-change sensor runs both)
+    on_triton = current is not None and current.engine == TRITON and current.primary == primary
     route = Route(registry_uri=mlflow.tracking_uri, primary=primary, staging=staging,
                   canary=staging if weight else None, canary_weight=weight, shadow=shadow,
-                  since=current.since if same else None, paused=same and current.paused)
+                  since=current.since if same else None, paused=same and current.paused,
+                  engine=TRITON if on_triton else RAY,
+                  triton_url=current.triton_url if on_triton else None)
     served = primary or staging
     rows = input_example(f"models:/{tenant.registered_model_name}/{served}")
     customers = feast.materialize_online(tenant)
@@ -185,7 +201,7 @@ def deployed_endpoint(
         {"url": url, "proxy_url": proxy_url, "staging_url": serve_endpoint.url(
             tenant, port, staging=True), "version": primary, "staging_version": staging,
          "stage": stage, "canary": route.canary, "canary_weight": route.canary_weight,
-         "shadow": shadow, "sample_row": rows[0]},
+         "shadow": shadow, "engine": route.engine, "sample_row": rows[0]},
         metadata={
             "url": dg.MetadataValue.url(url),
             "ingress": f"direct (replica port {port})" if port else "proxy",
@@ -195,6 +211,7 @@ def deployed_endpoint(
             "canary_version": route.canary or "",
             "canary_weight": route.canary_weight,
             "shadow": shadow,
+            "engine": route.engine,
             "online_customers": customers,
             "smoke_requests": config.smoke_requests,
             "smoke_p50_ms": dg.MetadataValue.float(p50),

@@ -1,7 +1,5 @@
 """The Production model as a Triton Inference Server model repository (ONNX, dynamic batching)."""
 
-import io
-
 import dagster as dg
 
 from ml_assets import names
@@ -10,10 +8,8 @@ from ml_assets.registry.actions import production_version
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.schema import FEATURES
+from ml_assets.serving.triton import INPUT, MAX_BATCH, OUTPUT, export_onnx
 from ml_assets.tenants import Tenant
-
-INPUT, OUTPUT = "features", "churn_probability"
-MAX_BATCH = 1024
 
 
 def triton_config(model_name: str) -> str:
@@ -26,26 +22,6 @@ input [ {{ name: "{INPUT}" data_type: TYPE_FP32 dims: [ {len(FEATURES)} ] }} ]
 output [ {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ 1 ] }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 500 }}
 """
-
-
-def export_onnx(model) -> bytes:
-    """The torch model (NaN imputation and scaling included) as ONNX, batch axis dynamic."""
-    import torch
-
-    class Column(torch.nn.Module):  # Triton wants [batch, 1], not [batch]
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x).unsqueeze(-1)
-
-    buffer = io.BytesIO()
-    example = torch.zeros(2, len(FEATURES))
-    torch.onnx.export(Column(model).eval(), (example,), buffer, input_names=[INPUT],
-                      output_names=[OUTPUT], dynamo=False,  # the dynamo path needs onnxscript
-                      dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    return buffer.getvalue()
 
 
 @dg.asset(
