@@ -197,6 +197,23 @@ def fresh_database() -> Iterator[str]:
 
 
 @contextmanager
+def server_path_resources(state: Path, s3_endpoint: str, mlflow_server: str, bucket: str,
+                          **env: str) -> Iterator[dict]:
+    """The resources the settings give on the server path (S3 keys from the environment, as
+    deployed), the bucket created; `env`: more settings."""
+    from ml_assets.resources import bootstrap
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ML_ASSETS_S3_ACCESS_KEY", S3_KEYS["AWS_ACCESS_KEY_ID"])
+        patch.setenv("ML_ASSETS_S3_SECRET_KEY", S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+        resources = build_resources(load_settings({
+            "ML_ASSETS_STATE_DIR": str(state), "MLFLOW_TRACKING_URI": mlflow_server,
+            "ML_ASSETS_S3_ENDPOINT": s3_endpoint, "ML_ASSETS_S3_BUCKET": bucket, **env}))
+        bootstrap(resources)
+        yield resources
+
+
+@contextmanager
 def postgres_instance(home: Path, tenants: list[str]) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance from deploy/dagster.yaml on a fresh PostgreSQL database."""
     import shutil

@@ -16,14 +16,12 @@ import pytest
 from ml_assets.events import EventType
 from ml_assets.monitoring import liveness, realized
 from ml_assets.monitoring import statistics as monitoring
-from ml_assets.resources import bootstrap, build_resources
 from ml_assets.schema import ENTITY, LABEL, LABEL_TIMESTAMP
-from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
 from ml_assets_testing.alert_servers import WebhookReceiver, start_alertmanager
 from ml_assets_testing.synthetic_log import LogSpec
-from ml_assets_tests.conftest import S3_KEYS, postgres_instance
+from ml_assets_tests.conftest import postgres_instance, server_path_resources
 from ml_assets_tests.integration.test_monitoring_loop import (
     monitor,
     register_with_profiles,
@@ -54,20 +52,12 @@ def instance(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server_resources(s3_endpoint, mlflow_server, receivers, tmp_path_factory):
     hook, alertmanager = receivers
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ML_ASSETS_S3_ACCESS_KEY", S3_KEYS["AWS_ACCESS_KEY_ID"])
-        env.setenv("ML_ASSETS_S3_SECRET_KEY", S3_KEYS["AWS_SECRET_ACCESS_KEY"])
-        resources = build_resources(load_settings({
-            "ML_ASSETS_STATE_DIR": str(tmp_path_factory.mktemp("alerting-state")),
-            "MLFLOW_TRACKING_URI": mlflow_server,
-            "ML_ASSETS_S3_ENDPOINT": s3_endpoint,
-            "ML_ASSETS_S3_BUCKET": "ml-assets-alerting",
-            "ML_ASSETS_ALERTMANAGER_URL": alertmanager,
-            "ML_ASSETS_ALERT_WEBHOOK_URL": hook.url + "/slack",
-            "ML_ASSETS_DAGSTER_URL": "http://dagster.test",
-            "ML_ASSETS_MLFLOW_UI_URL": "http://mlflow.test",
-        }))
-        bootstrap(resources)
+    with server_path_resources(tmp_path_factory.mktemp("alerting-state"), s3_endpoint,
+                               mlflow_server, "ml-assets-alerting",
+                               ML_ASSETS_ALERTMANAGER_URL=alertmanager,
+                               ML_ASSETS_ALERT_WEBHOOK_URL=hook.url + "/slack",
+                               ML_ASSETS_DAGSTER_URL="http://dagster.test",
+                               ML_ASSETS_MLFLOW_UI_URL="http://mlflow.test") as resources:
         yield resources
 
 

@@ -16,15 +16,13 @@ from ml_assets.monitoring import statistics as monitoring
 from ml_assets.monitoring.window import load_profile
 from ml_assets.names import MODEL_MONITORING, REASON_TAG, RETRAIN_ASSETS
 from ml_assets.registry import stages
-from ml_assets.resources import bootstrap, build_resources
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.serving import prediction_log
-from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
 from ml_assets_testing.models import log_untrained_models, register
 from ml_assets_testing.synthetic_log import LogSpec
-from ml_assets_tests.conftest import S3_KEYS, postgres_instance
+from ml_assets_tests.conftest import postgres_instance, server_path_resources
 
 DRIFTING, STEADY = Tenant("drifting"), Tenant("steady")
 BUCKET = "ml-assets-monitoring"
@@ -42,18 +40,10 @@ def dagster_postgres(tmp_path_factory):
 def server_resources(s3_endpoint, mlflow_server, broker, tmp_path_factory):
     """The resources the settings give on the server path, and a served version per tenant
     (drifting has two) whose MLflow run holds the reference profile."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ML_ASSETS_S3_ACCESS_KEY", S3_KEYS["AWS_ACCESS_KEY_ID"])
-        env.setenv("ML_ASSETS_S3_SECRET_KEY", S3_KEYS["AWS_SECRET_ACCESS_KEY"])
-        resources = build_resources(load_settings({
-            "ML_ASSETS_STATE_DIR": str(tmp_path_factory.mktemp("monitoring-state")),
-            "MLFLOW_TRACKING_URI": mlflow_server,
-            "ML_ASSETS_S3_ENDPOINT": s3_endpoint,
-            "ML_ASSETS_S3_BUCKET": BUCKET,
-            "ML_ASSETS_KAFKA_BOOTSTRAP": broker.bootstrap,
-        }))
-        broker.start()
-        bootstrap(resources)
+    broker.start()
+    with server_path_resources(tmp_path_factory.mktemp("monitoring-state"), s3_endpoint,
+                               mlflow_server, BUCKET,
+                               ML_ASSETS_KAFKA_BOOTSTRAP=broker.bootstrap) as resources:
         assert register_with_profiles(resources["mlflow"], DRIFTING, 2) == ["1", "2"]
         assert register_with_profiles(resources["mlflow"], STEADY, 1) == ["1"]
         yield resources
