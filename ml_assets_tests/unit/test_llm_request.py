@@ -133,3 +133,15 @@ def test_the_llms_stage_moves_stay_out_of_the_churn_models_ledger(tmp_path):
     assert [s.version for s in production_history(outbox, Tenant("acme"))] == ["1"]
     llm = production_history(outbox, LlmTenant("acme"))
     assert [(s.version, s.until is None) for s in llm] == [("1", False), ("2", True)]
+
+
+def test_the_gateway_imports_no_dagster_mlflow_or_torch():
+    """It starts in a second and stays small: the request path needs none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ml_assets.serving.llm_gateway, ml_assets.llm.deploy; "
+            "print([m for m in ('dagster', 'mlflow', 'torch', 'ray') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
