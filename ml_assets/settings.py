@@ -130,6 +130,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         alert_webhook_url=env.get("ML_ASSETS_ALERT_WEBHOOK_URL") or None,
         alert_receivers_file=Path(env["ML_ASSETS_ALERT_RECEIVERS"])
         if env.get("ML_ASSETS_ALERT_RECEIVERS") else None,
+        llm_host=env.get("ML_ASSETS_LLM_HOST", "127.0.0.1"),
+        llm_port=int(env.get("ML_ASSETS_LLM_PORT", "8002")),
+        vllm_python=Path(env.get("ML_ASSETS_VLLM_PYTHON",
+                                 PROJECT_ROOT / ".venv-vllm" / "bin" / "python")),
         dagster_url=env.get("ML_ASSETS_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/"),
         # links in API answers; an MLflow server's own URL is its UI
         mlflow_ui_url=env.get("ML_ASSETS_MLFLOW_UI_URL")
@@ -138,10 +142,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         serve_ray_address=env.get("ML_ASSETS_SERVE_RAY_ADDRESS") or None,
         feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
         serve_direct_ingress=env.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1",
-        llm_host=env.get("ML_ASSETS_LLM_HOST", "127.0.0.1"),
-        llm_port=int(env.get("ML_ASSETS_LLM_PORT", "8002")),
-        vllm_python=Path(env.get("ML_ASSETS_VLLM_PYTHON",
-                                 PROJECT_ROOT / ".venv-vllm" / "bin" / "python")),
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
     )
 

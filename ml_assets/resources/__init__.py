@@ -40,6 +40,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                             registry_url=dg.EnvVar("ML_ASSETS_FEAST_REGISTRY")
                             if settings.feast_registry else None),
         "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus),
+        "llm": LlmServing(vllm_python=str(settings.vllm_python), state_dir=str(settings.llm_dir),
+                          gateway_host=settings.llm_host, gateway_port=settings.llm_port,
+                          api_keys_path=str(settings.api_keys_path),
+                          rate_limit_per_minute=settings.predict_rate_limit_per_minute),
         "mlflow": MlflowRegistry(tracking_uri=settings.mlflow_tracking_uri,
                                  artifact_root=settings.mlflow_artifact_root,
                                  ui_url=settings.mlflow_ui_url),
@@ -56,10 +60,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                         api_keys_path=str(settings.api_keys_path),
                                         predict_rate_limit_per_minute=(
                                             settings.predict_rate_limit_per_minute)),
-        "llm": LlmServing(vllm_python=str(settings.vllm_python), state_dir=str(settings.llm_dir),
-                          gateway_host=settings.llm_host, gateway_port=settings.llm_port,
-                          api_keys_path=str(settings.api_keys_path),
-                          rate_limit_per_minute=settings.predict_rate_limit_per_minute),
         "alert_receivers": AlertReceivers(alertmanager_url=settings.alertmanager_url,
                                           webhook_url=settings.alert_webhook_url,
                                           receivers_file=str(settings.alert_receivers_path),
