@@ -220,3 +220,19 @@ def test_requests_are_logged_with_their_status(llm):
     refused = [r for r in rows if r["status"] == 403]
     assert refused and refused[0]["error"].startswith("this API key is not for the tenant")
     assert llm_log.read(store, Tenant(GLOBEX)).num_rows == 0  # nothing of acme's there
+
+
+def test_a_new_production_version_triggers_llm_endpoint(llm, instance):
+    from ml_assets.defs.llm.sensors import llm_production_sensor
+
+    resources = {"mlflow": llm["resources"]["mlflow"]}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = llm_production_sensor(context)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
+        (ACME, "acme:llm-production=2")]  # globex has no LLM
+    assert result.run_requests[0].asset_selection == [dg.AssetKey("llm_endpoint")]
+    cursor = json.loads(result.cursor)
+    assert cursor[ACME] == "2" and cursor[GLOBEX] is None
+    with dg.build_sensor_context(instance=instance, resources=resources,
+                                 cursor=result.cursor) as context:
+        assert llm_production_sensor(context).run_requests == []
