@@ -217,11 +217,11 @@ class Gateway:
                     sent += len(event)
                     yield event
                 error = None
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ValueError) as exc:  # ValueError: a chunk not JSON
                 error = f"upstream stream broke: {exc!r}"
             finally:
+                self.log(exchange, 200, sent, error)  # first: the close below may be cancelled
                 await upstream.aclose()
-                self.log(exchange, 200, sent, error)
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={VERSION_HEADER: route.version,
