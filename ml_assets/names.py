@@ -31,6 +31,10 @@ BEATS_BASELINE = "beats_baseline"
 # the baseline a tenant's candidate is held to while it has no Production version
 REFERENCE_BASELINE = "logistic_regression_reference"
 
+# the LLM chain: a tenant's registered LLM, served on vLLM behind the LLM gateway
+REGISTERED_LLM = "registered_llm"
+LLM_ENDPOINT = "llm_endpoint"
+
 CHURN_MODEL_JOB = "churn_model_job"
 PROMOTE_MODEL_JOB = "promote_model"
 

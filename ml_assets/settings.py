@@ -55,6 +55,10 @@ class Settings:
     triton_url: str = "http://127.0.0.1:8010"
     triton_backend: str = "python"
     triton_python_env: str | None = None
+    # the LLM gateway in front of the tenants' vLLM servers; vLLM runs in its own virtualenv
+    llm_host: str = "127.0.0.1"
+    llm_port: int = 8002
+    vllm_python: Path = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
 
     @property
     def dagster_home(self) -> Path:
@@ -91,6 +95,10 @@ class Settings:
     @property
     def api_keys_path(self) -> Path:
         return self.api_keys_file or self.state_dir / "api_keys.db"
+
+    @property
+    def llm_dir(self) -> Path:
+        return self.state_dir / "llm"
 
     @property
     def alert_receivers_path(self) -> Path:
@@ -136,6 +144,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         alert_webhook_url=env.get("ML_ASSETS_ALERT_WEBHOOK_URL") or None,
         alert_receivers_file=Path(env["ML_ASSETS_ALERT_RECEIVERS"])
         if env.get("ML_ASSETS_ALERT_RECEIVERS") else None,
+        llm_host=env.get("ML_ASSETS_LLM_HOST", "127.0.0.1"),
+        llm_port=int(env.get("ML_ASSETS_LLM_PORT", "8002")),
+        vllm_python=Path(env.get("ML_ASSETS_VLLM_PYTHON",
+                                 PROJECT_ROOT / ".venv-vllm" / "bin" / "python")),
         dagster_url=env.get("ML_ASSETS_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/"),
         # links in API answers; an MLflow server's own URL is its UI
         mlflow_ui_url=env.get("ML_ASSETS_MLFLOW_UI_URL")

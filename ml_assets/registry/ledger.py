@@ -31,6 +31,8 @@ def production_history(outbox: Outbox, tenant: Tenant) -> list[ProductionSpell]:
     for event in outbox.events(tenant.key):
         if event.type != EventType.MODEL_STAGE_CHANGED:
             continue
+        if event.data.get("model", tenant.registered_model_name) != tenant.registered_model_name:
+            continue  # another model of the tenant: its LLM has its own ledger
         version, to_stage = event.data["version"], event.data["to_stage"]
         leaving = current is not None and (
             to_stage == stages.PRODUCTION

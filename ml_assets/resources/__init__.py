@@ -9,6 +9,7 @@ import dagster as dg
 from ml_assets.resources.alerts import AlertReceivers
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
+from ml_assets.resources.llm import LlmServing
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy
 from ml_assets.resources.object_store import ObjectStore
@@ -41,6 +42,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                             registry_url=dg.EnvVar("ML_ASSETS_FEAST_REGISTRY")
                             if settings.feast_registry else None),
         "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus),
+        "llm": LlmServing(vllm_python=str(settings.vllm_python), state_dir=str(settings.llm_dir),
+                          gateway_host=settings.llm_host, gateway_port=settings.llm_port,
+                          api_keys_path=str(settings.api_keys_path),
+                          rate_limit_per_minute=settings.predict_rate_limit_per_minute),
         "mlflow": MlflowRegistry(tracking_uri=settings.mlflow_tracking_uri,
                                  artifact_root=settings.mlflow_artifact_root,
                                  ui_url=settings.mlflow_ui_url),
