@@ -38,7 +38,8 @@ ASSETS_BY_GROUP = {
     "monitoring": ["model_monitoring"],
 }
 MONITORING_CHECKS = ["prediction_drift_within_2_sigma", "feature_drift", "latency_p95_within_sla",
-                     "error_rate_below_1_percent", "canary_no_worse_than_production"]
+                     "error_rate_below_1_percent", "canary_no_worse_than_production",
+                     "serving_alive", "realized_quality"]
 RUN_TIMEOUT_MS = 8 * 60 * 1000  # one real training run on a shared 2-core machine
 UI_TIMEOUT_MS = 60 * 1000
 
