@@ -52,7 +52,8 @@ class OutboxReader:
         return {self._assigned[0]: [Record(seq, body.encode()) for seq, body in rows]}
 
     def commit_async(self, offsets: dict, callback=None) -> None:
-        pass  # no broker to mirror the offsets to
+        if callback is not None:  # no broker to mirror the offsets to: nothing is pending
+            callback(offsets, None)
 
     def close(self, autocommit: bool = False) -> None:
         pass

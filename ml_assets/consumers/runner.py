@@ -67,6 +67,7 @@ class Consumer:
         self.group = sink.name
         self.batch, self.poll_s, self.refresh_s = batch, poll_s, refresh_s
         self.handled = 0
+        self.unmirrored: dict[int, int] = {}  # offsets the broker has not confirmed yet
 
     def _kafka(self) -> KafkaConsumer:
         if self.bootstrap is None:
@@ -124,6 +125,8 @@ class Consumer:
                 batch.append(Delivered(event, partition.topic, partition.partition,
                                        message.offset))
         if not offsets:
+            if self.unmirrored:  # a mirror that failed (e.g. a busy coordinator): again
+                self._mirror(kafka, {})
             return 0
         with self.engine.begin() as conn:
             written = self.sink.write(conn, batch)
@@ -134,14 +137,23 @@ class Consumer:
         return len(batch)
 
     def _mirror(self, kafka: KafkaConsumer, offsets: dict[int, int]) -> None:
+        """Copy the committed offsets to the broker's group, for Kafka tooling; what the
+        broker does not confirm is sent again at the next idle poll."""
         from kafka import OffsetAndMetadata, TopicPartition
 
-        def failed(_offsets, result) -> None:
+        self.unmirrored.update(offsets)
+        sent = dict(self.unmirrored)
+
+        def confirmed(_offsets, result) -> None:
             if isinstance(result, Exception):
                 log.debug("consumer %s: broker offset commit failed: %r", self.group, result)
+                return
+            for partition, offset in sent.items():
+                if self.unmirrored.get(partition) == offset:
+                    del self.unmirrored[partition]
 
         kafka.commit_async({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
-                            for p, o in offsets.items()}, callback=failed)
+                            for p, o in sent.items()}, callback=confirmed)
 
     def run(self, stop: threading.Event) -> int:
         """Consume until `stop` is set, finishing the batch in hand; events handled."""
