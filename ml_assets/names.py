@@ -34,6 +34,7 @@ REFERENCE_BASELINE = "logistic_regression_reference"
 # the LLM chain: a tenant's registered LLM, served on vLLM behind the LLM gateway
 REGISTERED_LLM = "registered_llm"
 LLM_ENDPOINT = "llm_endpoint"
+LLM_MONITORING = "llm_monitoring"
 
 CHURN_MODEL_JOB = "churn_model_job"
 PROMOTE_MODEL_JOB = "promote_model"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import numpy as np
 import pytest
 
 from ml_assets.access.keys import KeyStore, Role
@@ -56,6 +57,7 @@ def llm(settings, resources, instance, tmp_path_factory) -> Iterator[dict]:
         keys = KeyStore(settings.api_keys_path)
         tokens = {t: keys.create(Tenant(t), Role.predict)[1] for t in (ACME, GLOBEX)}
         yield {"resources": resources, "serving": serving, "models": models,
+               "instance": instance,
                "version": version, "endpoint": endpoint.output_for_node("llm_endpoint"),
                "tokens": tokens,
                "base": f"http://127.0.0.1:{serving.gateway_port}/v1"}
@@ -220,6 +222,26 @@ def test_requests_are_logged_with_their_status(llm):
     refused = [r for r in rows if r["status"] == 403]
     assert refused and refused[0]["error"].startswith("this API key is not for the tenant")
     assert llm_log.read(store, Tenant(GLOBEX)).num_rows == 0  # nothing of acme's there
+
+    # llm_monitoring over that log: the SLA check judges what the log holds
+    from ml_assets.defs.llm.monitoring import llm_monitoring
+    from ml_assets.monitoring.llm_window import LLM_ERROR_RATE, LLM_TTFT_P95
+
+    result = dg.materialize([llm_monitoring], partition_key=ACME, instance=llm["instance"],
+                            resources=llm["resources"], run_config={"ops": {"llm_monitoring": {
+                                "config": {"min_requests": 1}}}})
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    answered = [r["ttft_ms"] for r in llm_log.read(store, Tenant(ACME)).to_pylist()
+                if r["status"] == 200]
+    ttft = checks[LLM_TTFT_P95]
+    assert ttft.metadata["observed"].value == pytest.approx(np.percentile(answered, 95))
+    assert ttft.metadata["threshold"].value == 100.0
+    assert ttft.passed == (ttft.metadata["observed"].value <= 100.0)
+    assert ttft.metadata["rows"].value == len(answered)
+    assert checks[LLM_ERROR_RATE].passed and checks[LLM_ERROR_RATE].metadata[
+        "observed"].value == 0.0  # refusals are 4xx: the caller's, not the server's
+    summary = result.output_for_node("llm_monitoring")
+    assert summary["model_version"] == "2" and summary["tokens_per_s_median"] > 0
 
 
 def test_a_new_production_version_triggers_llm_endpoint(llm, instance):

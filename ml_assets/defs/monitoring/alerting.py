@@ -13,12 +13,13 @@ from ml_assets.tenants import Tenant
 
 
 def alert_for(receivers: AlertReceivers, tenant: Tenant, outcome: Outcome,
-              version: str | None, window: dict[str, str], summary: str) -> Alert:
-    return Alert(tenant=tenant.key, name=outcome.check, summary=summary,
+              version: str | None, window: dict[str, str], summary: str,
+              asset: str = names.MODEL_MONITORING, use_case: str = "churn") -> Alert:
+    return Alert(tenant=tenant.key, name=outcome.check, summary=summary, use_case=use_case,
                  observed=outcome.observed, threshold=outcome.threshold,
                  window_start=window.get("window_start"), window_end=window.get("window_end"),
                  model_version=version,
-                 links=receivers.links(names.MODEL_MONITORING, outcome.check, tenant.key,
+                 links=receivers.links(asset, outcome.check, tenant.key,
                                        tenant.registered_model_name, version))
 
 
@@ -34,13 +35,15 @@ def summary_of(outcome: Outcome) -> str:
 
 def deliver_alerts(receivers: AlertReceivers, instance: dg.DagsterInstance, tenant: Tenant,
                    outcomes: list[Outcome], version: str | None, window: dict[str, str],
-                   log: dg.DagsterLogManager) -> dict[str, str]:
-    """Fire, resolve or retry each check's alert; check -> what happened, for the metadata."""
+                   log: dg.DagsterLogManager, asset: str = names.MODEL_MONITORING,
+                   use_case: str = "churn") -> dict[str, str]:
+    """Fire, resolve or retry each check's alert (the checks of `asset`, of the tenant's
+    `use_case`); check -> what happened, for the metadata."""
     done = {}
     for outcome in outcomes:
         summary = summary_of(outcome)
         delivery = receivers.deliver(instance, alert_for(receivers, tenant, outcome, version,
-                                                         window, summary),
+                                                         window, summary, asset, use_case),
                                      breached=outcome.breached,
                                      passed=outcome.passed and outcome.enough_data)
         if delivery.failed:  # kept pending: the next evaluation retries these receivers
