@@ -31,11 +31,11 @@ from ml_assets.data.object_store import ObjectStoreClient
 from ml_assets.schema import FEATURES
 from ml_assets.serving import prediction_log, triton
 from ml_assets.serving.request import (
-    MAX_BODY_BYTES,
     RequestError,
     decode_json,
     parse_body,
     predict_target,
+    refuse_oversized,
     validate_customer_ids,
     validate_rows,
 )
@@ -196,9 +196,7 @@ class ChurnService:
             tenant_route = self.routes.get(tenant)
             if tenant_route is None:
                 raise RequestError(404, f"unknown tenant {tenant!r}: no deployed endpoint")
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused unread
-                raise RequestError(413, f"body of {declared} bytes; at most {MAX_BODY_BYTES}")
+            await refuse_oversized(request)  # dropped unparsed, not scored
             body = decode_json(await request.body())
             field, items = parse_body(body)
             key = body.get("key") or request.headers.get(KEY_HEADER)

@@ -34,7 +34,7 @@ from ml_assets.llm.routes import LlmRoute, RouteTable
 from ml_assets.serving import llm_log
 from ml_assets.serving.llm_request import llm_target, prompt_chars, validate
 from ml_assets.serving.prediction_log import PRODUCTION_ROUTE
-from ml_assets.serving.request import MAX_BODY_BYTES, RequestError, decode_json
+from ml_assets.serving.request import RequestError, decode_json, refuse_oversized
 from ml_assets.serving.routing import VERSION_HEADER
 from ml_assets.tenants import TENANT_PATTERN, Tenant
 
@@ -146,9 +146,7 @@ class Gateway:
                 return _error(exc.status, str(exc), retry)
             if route is None:
                 raise RequestError(404, f"unknown tenant {tenant!r}: no LLM endpoint deployed")
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise RequestError(413, f"body of {declared} bytes; at most {MAX_BODY_BYTES}")
+            await refuse_oversized(request)
             body = decode_json(await request.body())
             forward = validate(body, endpoint, route.model, route.served_model,
                                route.max_model_len)

@@ -69,3 +69,27 @@ def test_a_body_is_one_of_rows_or_customer_ids():
     assert parse_body(decode_json(b'{"customer_ids": [3], "key": "k"}')) == ("customer_ids", [3])
     status, _ = _status(lambda: parse_body(decode_json(b"[]")))
     assert status == 422
+
+
+def test_an_oversized_body_is_dropped_unparsed_then_refused_with_413():
+    """Read (up to LINGER_BYTES) before the answer, so a real client sees the 413, not a
+    reset of a connection it is still sending on."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from ml_assets.serving.request import LINGER_BYTES, RequestError, refuse_oversized
+
+    async def endpoint(request):
+        try:
+            await refuse_oversized(request)
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc)}, exc.status)
+        return JSONResponse({"read": len(await request.body())})
+
+    client = TestClient(Starlette(routes=[Route("/", endpoint, methods=["POST"])]))
+    refused = client.post("/", content=b" " * (2 << 20))
+    assert refused.status_code == 413 and f"at most {MAX_BODY_BYTES}" in refused.json()["error"]
+    assert client.post("/", content=b" " * (LINGER_BYTES + 1)).status_code == 413
+    assert client.post("/", content=b"{}").json() == {"read": 2}
