@@ -75,33 +75,42 @@ def test_assets_succeed_while_the_broker_is_down_and_events_arrive_later(
 
 def test_broker_killed_mid_relay_loses_and_duplicates_nothing(broker, tmp_path):
     broker.start()
-    events = events_resource(tmp_path, broker, "t-crash")
-    emit_many(events, 1500)
-    outbox = Outbox(events.outbox_path)
-    errors: list[BaseException] = []
-
-    def slow_relay() -> None:
-        from ml_assets.events import producer, relay
-
-        kafka = producer(broker.bootstrap, timeout_s=3)
-        try:
-            relay(outbox, kafka, events.topic, batch=10, timeout_s=3)
-        except BaseException as exc:  # noqa: BLE001 - the kill is the point
-            errors.append(exc)
-
-    from ml_assets.events import ensure_topic
-
-    ensure_topic(broker.bootstrap, events.topic)
-    worker = threading.Thread(target=slow_relay)
-    worker.start()
-    while len(outbox.pending(1500)) > 1000:
-        time.sleep(0.005)
-    broker.kill()
-    worker.join(timeout=60)
-    left = len(outbox.pending(1500))
-    assert errors and 0 < left < 1500  # it really died mid-relay
-    broker.start()
     try:
+        events = events_resource(tmp_path, broker, "t-crash")
+        emit_many(events, 1500)
+        outbox = Outbox(events.outbox_path)
+        errors: list[BaseException] = []
+        killed = threading.Event()
+
+        def slow_relay() -> None:
+            from ml_assets.events import producer, relay
+
+            kafka = producer(broker.bootstrap, timeout_s=3)
+            while True:
+                try:
+                    relay(outbox, kafka, events.topic, batch=10, timeout_s=3)
+                    return
+                except BaseException as exc:  # noqa: BLE001 - the kill is the point
+                    if killed.is_set():
+                        errors.append(exc)
+                        return
+                    # before the kill: a broker still settling (a new topic's metadata)
+
+        from ml_assets.events import ensure_topic
+
+        ensure_topic(broker.bootstrap, events.topic)
+        worker = threading.Thread(target=slow_relay, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while len(outbox.pending(1500)) > 1000:
+            assert worker.is_alive() and time.monotonic() < deadline, "the relay stopped"
+            time.sleep(0.005)
+        killed.set()
+        broker.kill()
+        worker.join(timeout=60)
+        left = len(outbox.pending(1500))
+        assert errors and 0 < left < 1500  # it really died mid-relay
+        broker.start()
         assert events.relay_pending() == left
         assert_exactly_once_in_tenant_order(events)
     finally:
@@ -114,6 +123,7 @@ def test_a_cli_action_relays_its_events_at_once_and_never_waits_past_its_budget(
     from ml_assets.resources import build_resources
     from ml_assets.settings import load_settings
 
+    broker.kill()  # down, whatever an earlier test left
     settings = load_settings({"ML_ASSETS_STATE_DIR": str(tmp_path),
                               "ML_ASSETS_KAFKA_BOOTSTRAP": broker.bootstrap})
     events = build_resources(settings)["events"]
