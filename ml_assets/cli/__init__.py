@@ -36,8 +36,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    settings = load_settings()
     try:
-        output = args.run(load_settings(), args)
+        output = args.run(settings, args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if output:
         print(output)
     if getattr(args, "emits_events", True):  # a consumer only reads them
-        relay_events(load_settings())
+        relay_events(settings)
     return 0
 
 

@@ -33,10 +33,13 @@ class AlertReceivers(dg.ConfigurableResource):
                                f"/versions/{version}")
         return links
 
-    def deliver(self, instance: dg.DagsterInstance, alert: Alert, breached: bool,
-                passed: bool) -> Delivery:
-        """Fire, resolve or retry the alert, its state kept in the instance's key-value
-        store (so every step and the daemon share it)."""
+    def deliver(self, instance: dg.DagsterInstance,
+                evaluations: list[tuple[Alert, bool, bool]]) -> list[Delivery]:
+        """Fire, resolve or retry each (alert, breached, passed), the receivers read once and
+        the states kept in the instance's key-value store (so every step and the daemon share
+        them)."""
+        config = self.config()
         book = AlertBook(instance.run_storage.get_cursor_values,
                          instance.run_storage.set_cursor_values)
-        return evaluate(self.config(), book, alert, breached, passed)
+        return [evaluate(config, book, alert, breached, passed)
+                for alert, breached, passed in evaluations]

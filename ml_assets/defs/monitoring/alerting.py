@@ -39,13 +39,13 @@ def deliver_alerts(receivers: AlertReceivers, instance: dg.DagsterInstance, tena
                    use_case: str = "churn") -> dict[str, str]:
     """Fire, resolve or retry each check's alert (the checks of `asset`, of the tenant's
     `use_case`); check -> what happened, for the metadata."""
+    evaluations = [(alert_for(receivers, tenant, outcome, version, window, summary_of(outcome),
+                              asset, use_case),
+                    outcome.breached, outcome.passed and outcome.enough_data)
+                   for outcome in outcomes]
     done = {}
-    for outcome in outcomes:
-        summary = summary_of(outcome)
-        delivery = receivers.deliver(instance, alert_for(receivers, tenant, outcome, version,
-                                                         window, summary, asset, use_case),
-                                     breached=outcome.breached,
-                                     passed=outcome.passed and outcome.enough_data)
+    for outcome, delivery in zip(outcomes, receivers.deliver(instance, evaluations),
+                                 strict=True):
         if delivery.failed:  # kept pending: the next evaluation retries these receivers
             log.warning(f"alert {outcome.check} for {tenant.key}: {delivery.failed}")
         if delivery.transition or delivery.sent or delivery.failed:

@@ -68,8 +68,9 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
     metric = limits.quality_metric
     holdout, scored = None, pd.DataFrame(columns=[ENTITY, "ts", "prediction"])
     if version is not None:
-        run_id = stages.model_version(mlflow.client(), tenant, version).run_id
-        holdout = mlflow.client().get_run(run_id).data.metrics.get(f"holdout_{metric}")
+        client = mlflow.client()
+        run_id = stages.model_version(client, tenant, version).run_id
+        holdout = client.get_run(run_id).data.metrics.get(f"holdout_{metric}")
         rows = table.filter(pc.and_(pc.and_(pc.equal(table["route"], PRODUCTION_ROUTE),
                                             pc.equal(table["model_version"], version)),
                                     pc.equal(table["status"], 200)))
