@@ -21,11 +21,16 @@ class InvalidTenantError(ValueError):
     """A tenant key that does not match TENANT_PATTERN or is not registered."""
 
 
+USE_CASE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")  # ml_assets.use_case.NAME_PATTERN
+
+
 @dataclass(frozen=True)
 class Tenant:
-    """A validated tenant key and every name derived from it."""
+    """A validated tenant key, the use case at hand, and every name derived from them: one
+    tenant's models of two use cases are two registered models, never one."""
 
     key: str
+    use_case: str = "churn"
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not TENANT_PATTERN.fullmatch(self.key):
@@ -33,6 +38,9 @@ class Tenant:
                 f"invalid tenant {self.key!r}: expected {TENANT_PATTERN.pattern} "
                 "(2-40 lowercase letters, digits or '-': a letter first, no '-' last)"
             )
+        if not isinstance(self.use_case, str) or not USE_CASE_PATTERN.fullmatch(self.use_case):
+            raise InvalidTenantError(f"invalid use case {self.use_case!r}: expected "
+                                     f"{USE_CASE_PATTERN.pattern}")
 
     @property
     def experiment_name(self) -> str:
@@ -40,7 +48,7 @@ class Tenant:
 
     @property
     def registered_model_name(self) -> str:
-        return f"{self.key}-churn"
+        return f"{self.key}-{self.use_case}"
 
     @property
     def prefix(self) -> str:

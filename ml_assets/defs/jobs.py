@@ -3,16 +3,25 @@
 import dagster as dg
 
 from ml_assets import names
+from ml_assets.defs.features.contracts import contract_check_keys
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key
+from ml_assets.use_case import UseCase
 
-churn_model_job = dg.define_asset_job(
-    names.CHURN_MODEL_JOB,
-    # the lifecycle up to the live endpoint; batch scoring and the Triton export need a
-    # Production version (a promotion decision), monitoring runs on its own schedule
-    # and the source files' contracts, which block the join when they fail
-    selection=dg.AssetSelection.assets(*names.MODEL_GRAPH) | dg.AssetSelection.checks(
-        *[dg.AssetCheckKey(dg.AssetKey(asset), check) for asset, check in names.CONTRACTS]),
-    partitions_def=tenant_partitions,
-    description="Features -> trained model -> evaluation -> registered version -> live endpoint, "
-    "for one tenant partition.",
-)
+
+def model_job_name(use_case: str) -> str:
+    return f"{use_case}_model_job"
+
+
+def build(use_case: UseCase) -> list:
+    return [dg.define_asset_job(
+        model_job_name(use_case.name),
+        # the lifecycle up to the live endpoint; batch scoring and the Triton export need a
+        # Production version (a promotion decision), monitoring runs on its own schedule
+        # and the source files' contracts, which block the join when they fail
+        selection=dg.AssetSelection.assets(*[key(use_case.name, a) for a in names.MODEL_GRAPH])
+        | dg.AssetSelection.checks(*contract_check_keys(use_case)),
+        partitions_def=tenant_partitions,
+        description=f"{use_case.name}: features -> trained model -> evaluation -> registered "
+        "version -> live endpoint, for one tenant partition.",
+    )]

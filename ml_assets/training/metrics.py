@@ -1,10 +1,10 @@
-"""Binary-classification metrics shared by training (per epoch) and evaluation (holdout)."""
+"""Holdout metrics per task, shared by training (per epoch / round) and evaluation."""
 
 from __future__ import annotations
 
 import numpy as np
 
-LOWER_IS_BETTER = {"brier", "log_loss"}
+LOWER_IS_BETTER = {"brier", "log_loss", "rmse", "mae"}
 
 
 def binary_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -23,3 +23,21 @@ def binary_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) ->
         "log_loss": float(metrics.log_loss(y_true, p, labels=[0, 1])),
         "brier": float(metrics.brier_score_loss(y_true, p)),
     }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics
+
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    return {
+        "rmse": float(np.sqrt(metrics.mean_squared_error(y_true, y_pred))),
+        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
+        "r2": float(metrics.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
+    }
+
+
+def task_metrics(task: str, y_true: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """The metrics of the task: binary_classification or regression."""
+    if task == "regression":
+        return regression_metrics(y_true, predictions)
+    return binary_metrics(y_true, predictions)

@@ -3,63 +3,81 @@
 
 import io
 import json
-from typing import Literal
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import inputs, key, tenant_of, use_case_of
 from ml_assets.registry import stages
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.schema import FEATURES, LABEL
 from ml_assets.tenants import Tenant
-from ml_assets.training.metrics import LOWER_IS_BETTER, binary_metrics
+from ml_assets.training.metrics import LOWER_IS_BETTER, task_metrics
+from ml_assets.use_case import METRICS, UseCase
 
 BEATS_BASELINE = names.BEATS_BASELINE
 REFERENCE_BASELINE = names.REFERENCE_BASELINE
 
 
 class EvaluationConfig(dg.Config):
-    """The promotion gate: the candidate must beat the baseline on `metric` by `margin`."""
+    """The promotion gate: the candidate must beat the baseline on `metric` by `margin`; left
+    out, the use case's declared gate."""
 
-    metric: Literal["roc_auc", "f1", "accuracy", "brier", "log_loss"] = "roc_auc"
-    margin: float = Field(0.0, ge=-1, le=1)
+    metric: str | None = Field(None, description="one of the task's metrics: "
+                               + "; ".join(f"{t}: {', '.join(m)}" for t, m in METRICS.items()))
+    margin: float | None = Field(None, ge=-1, le=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        known = [m for metrics in METRICS.values() for m in metrics]
+        if value is not None and value not in known:
+            raise ValueError(f"unknown metric {value!r}: one of {known}")
+        return value
+
+    def gate(self, use_case: UseCase) -> tuple[str, float]:
+        """(metric, margin), checked against the use case's task."""
+        metric = self.metric or use_case.gate.metric
+        if metric not in METRICS[use_case.label.task]:
+            raise ValueError(f"metric {metric!r} is not a {use_case.label.task} metric of use "
+                             f"case {use_case.name!r}: one of {list(METRICS[use_case.label.task])}")
+        return metric, use_case.gate.margin if self.margin is None else self.margin
 
 
 
 
-def _predict(model, frame: pd.DataFrame) -> np.ndarray:
-    import torch
+def _predict(model_uri: str, frame: pd.DataFrame, use_case: UseCase) -> np.ndarray:
+    from ml_assets.serving.models import load_predictor
 
-    with torch.no_grad():
-        return model(torch.tensor(frame[FEATURES].to_numpy(), dtype=torch.float32)).numpy()
+    return load_predictor(model_uri)(frame[use_case.features].to_numpy(dtype=np.float32))
 
 
-def _reference_model(train: pd.DataFrame):
-    """Logistic regression on mean-imputed, standardized features: the no-frills reference."""
+def _reference_model(train: pd.DataFrame, use_case: UseCase):
+    """A linear model on mean-imputed, standardized features: the no-frills reference
+    (logistic regression for a binary label, ridge regression for a number)."""
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pipeline = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression(max_iter=500))
-    return pipeline.fit(train[FEATURES], train[LABEL])
+    linear = LogisticRegression(max_iter=500) if use_case.binary else Ridge()
+    pipeline = make_pipeline(SimpleImputer(), StandardScaler(), linear)
+    return pipeline.fit(train[use_case.features], train[use_case.label.column])
 
 
 def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
-              holdout: pd.DataFrame) -> tuple[str, np.ndarray]:
+              holdout: pd.DataFrame, use_case: UseCase) -> tuple[str, np.ndarray]:
     production = stages.version_with_alias(mlflow.client(), tenant, stages.PRODUCTION)
     if production is not None:
-        import mlflow.pytorch as mlflow_pytorch
-
-        model = mlflow_pytorch.load_model(
-            f"models:/{tenant.registered_model_name}/{production.version}")
-        return f"production_v{production.version}", _predict(model, holdout)
-    reference = _reference_model(features[features["split"] == "train"])
-    return REFERENCE_BASELINE, reference.predict_proba(holdout[FEATURES])[:, 1]
+        uri = f"models:/{tenant.registered_model_name}/{production.version}"
+        return f"production_v{production.version}", _predict(uri, holdout, use_case)
+    reference = _reference_model(features[features["split"] == "train"], use_case)
+    rows = holdout[use_case.features]
+    return REFERENCE_BASELINE, (reference.predict_proba(rows)[:, 1] if use_case.binary
+                                else reference.predict(rows))
 
 
 def _report_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
@@ -83,6 +101,32 @@ def _report_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title="Holdout ROC")
     calibration.set(xlabel="mean predicted churn probability", ylabel="observed churn rate",
                     title="Calibration (deciles)")
+    return _png(fig)
+
+
+def _regression_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    """Predicted against actual, and the residuals' distribution, of each model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (scatter, residuals) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80)
+    for name, p in curves.items():
+        scatter.scatter(y, p, s=4, alpha=0.4, label=name)
+        residuals.hist(p - y, bins=40, alpha=0.5, label=name)
+    low, high = float(np.min(y)), float(np.max(y))
+    scatter.plot([low, high], [low, high], "--", color="grey", linewidth=1)
+    scatter.set(xlabel="actual", ylabel="predicted", title="Holdout: predicted vs actual")
+    residuals.set(xlabel="predicted - actual", ylabel="rows", title="Residuals")
+    for ax in (scatter, residuals):
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -102,20 +146,6 @@ def _markdown(candidate: dict[str, float], baseline: dict[str, float], baseline_
     return "\n".join(lines)
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="evaluation",
-    kinds={"mlflow", "pytorch"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            BEATS_BASELINE,
-            asset=names.EVALUATION_REPORT,
-            blocking=True,
-            description="The candidate beats the baseline (current Production, else a logistic "
-            "regression reference) on the holdout by the configured margin; blocks registration.",
-        )
-    ],
-)
 def evaluation_report(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
@@ -126,34 +156,36 @@ def evaluation_report(
     """Holdout metrics of the candidate and of the baseline on the same rows: a markdown table,
     ROC and calibration plots (shown here, and logged to the candidate's MLflow run), each
     metric as a number Dagster plots across materializations."""
-    import mlflow.pytorch as mlflow_pytorch
-
-    tenant = Tenant(context.partition_key)
+    tenant, use_case = tenant_of(context), use_case_of(context)
+    metric, margin = config.gate(use_case)
     run_id = trained_model["run_id"]
     mlflow.tenant_run(tenant, run_id)
     holdout = training_features[training_features["split"] == "holdout"]
-    y = holdout[LABEL].to_numpy()
-    candidate_model = mlflow_pytorch.load_model(trained_model["model_uri"])
-    p_candidate = _predict(candidate_model, holdout)
-    baseline_name, p_baseline = _baseline(mlflow, tenant, training_features, holdout)
-    candidate, baseline = binary_metrics(y, p_candidate), binary_metrics(y, p_baseline)
+    y = holdout[use_case.label.column].to_numpy()
+    p_candidate = _predict(trained_model["model_uri"], holdout, use_case)
+    baseline_name, p_baseline = _baseline(mlflow, tenant, training_features, holdout, use_case)
+    task = use_case.label.task
+    candidate, baseline = task_metrics(task, y, p_candidate), task_metrics(task, y, p_baseline)
 
-    sign = -1.0 if config.metric in LOWER_IS_BETTER else 1.0
-    improvement = sign * (candidate[config.metric] - baseline[config.metric])
-    passed = bool(improvement >= config.margin)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    improvement = sign * (candidate[metric] - baseline[metric])
+    passed = bool(improvement >= margin)
     report = {
         "tenant": tenant.key, "run_id": run_id, "model_uri": trained_model["model_uri"],
         "holdout_rows": len(holdout), "baseline": baseline_name,
         "candidate": candidate, "baseline_metrics": baseline,
-        "gate": {"metric": config.metric, "margin": config.margin,
+        "gate": {"metric": metric, "margin": margin,
                  "improvement": improvement, "passed": passed},
     }
     markdown = _markdown(candidate, baseline, baseline_name)
-    png = _report_png(y, {"candidate": p_candidate, baseline_name: p_baseline})
+    plot, plot_name = ((_report_png, "roc_and_calibration") if use_case.binary
+                       else (_regression_png, "predicted_vs_actual"))
+    png = plot(y, {"candidate": p_candidate, baseline_name: p_baseline})
     client = mlflow.client()
     client.log_text(run_id, json.dumps(report, indent=2), "evaluation/report.json")
     client.log_text(run_id, markdown + "\n", "evaluation/report.md")
-    client.log_image(run_id, _png_image(png), "evaluation/roc.png")
+    client.log_image(run_id, _png_image(png),
+                     "evaluation/roc.png" if use_case.binary else f"evaluation/{plot_name}.png")
     for key, value in candidate.items():
         client.log_metric(run_id, f"holdout_{key}", value)
 
@@ -165,7 +197,7 @@ def evaluation_report(
             **{f"holdout_{k}": dg.MetadataValue.float(v) for k, v in candidate.items()},
             **{f"baseline_{k}": dg.MetadataValue.float(v) for k, v in baseline.items()},
             "report": dg.MetadataValue.md(markdown),
-            "roc_and_calibration": png_markdown(png, "holdout ROC and calibration"),
+            plot_name: png_markdown(png, f"holdout {plot_name}"),
             **mlflow.run_links(tenant, run_id),
         },
     )
@@ -173,15 +205,15 @@ def evaluation_report(
         check_name=BEATS_BASELINE,
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=f"candidate {config.metric} {candidate[config.metric]:.4f} vs "
-        f"{baseline_name} {baseline[config.metric]:.4f}: improvement {improvement:+.4f}, "
-        f"margin {config.margin}",
+        description=f"candidate {metric} {candidate[metric]:.4f} vs "
+        f"{baseline_name} {baseline[metric]:.4f}: improvement {improvement:+.4f}, "
+        f"margin {margin}",
         metadata={
-            "metric": config.metric,
-            "candidate_value": dg.MetadataValue.float(candidate[config.metric]),
-            "baseline_value": dg.MetadataValue.float(baseline[config.metric]),
+            "metric": metric,
+            "candidate_value": dg.MetadataValue.float(candidate[metric]),
+            "baseline_value": dg.MetadataValue.float(baseline[metric]),
             "improvement": dg.MetadataValue.float(improvement),
-            "required_margin": dg.MetadataValue.float(config.margin),
+            "required_margin": dg.MetadataValue.float(margin),
             "baseline": baseline_name,
         },
     )
@@ -191,3 +223,21 @@ def _png_image(png: bytes):
     from PIL import Image
 
     return Image.open(io.BytesIO(png))
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.EVALUATION_REPORT,
+        key_prefix=use_case.name,
+        ins=inputs(use_case.name, names.TRAINING_FEATURES, names.TRAINED_MODEL),
+        partitions_def=tenant_partitions,
+        group_name="evaluation",
+        kinds={"mlflow", "pytorch"},
+        check_specs=[dg.AssetCheckSpec(
+            BEATS_BASELINE,
+            asset=key(use_case.name, names.EVALUATION_REPORT),
+            blocking=True,
+            description="The candidate beats the baseline (current Production, else a linear "
+            "reference) on the holdout by the gate's margin; blocks registration.",
+        )],
+    )(evaluation_report)]

@@ -8,25 +8,39 @@ from pydantic import Field
 from ml_assets import names
 from ml_assets.data.versions import content_hash
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.resources.feast import FeastStore
-from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
-from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
-customer_activity = dg.AssetSpec(
-    names.CUSTOMER_ACTIVITY,
-    group_name="features",
-    partitions_def=tenant_partitions,
-    kinds={"parquet"},
-    description="Raw activity snapshots of the tenant's customers (written by the tenant's "
-    "ingestion, or `ml-assets tenant add`).",
-)
-churn_labels = dg.AssetSpec(
-    names.CHURN_LABELS,
-    group_name="features",
-    partitions_def=tenant_partitions,
-    kinds={"parquet"},
-    description="Churn outcomes of the tenant's customers, each at its label time.",
-)
+
+class UseCaseNotEnabledError(ValueError):
+    """A (tenant, use case) pair the tenant was never onboarded for."""
+
+
+def enabled_or_raise(feast: FeastStore, tenant, use_case: UseCase) -> None:
+    """Fail, naming the pair, when the tenant has no data folder for the use case."""
+    if not feast.data_dir(tenant, use_case).exists():
+        raise UseCaseNotEnabledError(
+            f"tenant {tenant.key!r} is not enabled for use case {use_case.name!r}: "
+            f"onboard it with `ml-assets tenant add {tenant.key} --use-case {use_case.name} "
+            "...` first")
+
+
+def source_specs(use_case: UseCase) -> list[dg.AssetSpec]:
+    """The tenant's source files of the use case: one per feature view, and the labels."""
+    specs = [dg.AssetSpec(
+        key(use_case.name, view.name), group_name="features",
+        partitions_def=tenant_partitions, kinds={"parquet"},
+        description=f"The tenant's `{view.source}`: {', '.join(view.fields)} per "
+        f"{use_case.entity.join_key} at {view.timestamp_field}.")
+        for view in use_case.feature_views]
+    label = use_case.label
+    specs.append(dg.AssetSpec(
+        key(use_case.name, label.name), group_name="features",
+        partitions_def=tenant_partitions, kinds={"parquet"},
+        description=f"The tenant's `{label.source}`: {label.column} ({label.task}) per "
+        f"{use_case.entity.join_key} at {label.timestamp_field}."))
+    return specs
 
 
 class FeatureSplitConfig(dg.Config):
@@ -36,47 +50,64 @@ class FeatureSplitConfig(dg.Config):
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
 
 
-def assign_splits(frame: pd.DataFrame, config: FeatureSplitConfig) -> pd.DataFrame:
+def assign_splits(frame: pd.DataFrame, config: FeatureSplitConfig, timestamp: str,
+                  entity: str) -> pd.DataFrame:
     """Sort by label time and cut into train / validation / holdout by time quantiles."""
-    frame = frame.sort_values([TIMESTAMP, ENTITY], kind="stable").reset_index(drop=True)
-    train_end = frame[TIMESTAMP].quantile(1 - config.validation_fraction - config.holdout_fraction)
-    validation_end = frame[TIMESTAMP].quantile(1 - config.holdout_fraction)
+    frame = frame.sort_values([timestamp, entity], kind="stable").reset_index(drop=True)
+    train_end = frame[timestamp].quantile(1 - config.validation_fraction - config.holdout_fraction)
+    validation_end = frame[timestamp].quantile(1 - config.holdout_fraction)
     frame["split"] = "holdout"
-    frame.loc[frame[TIMESTAMP] <= validation_end, "split"] = "validation"
-    frame.loc[frame[TIMESTAMP] <= train_end, "split"] = "train"
+    frame.loc[frame[timestamp] <= validation_end, "split"] = "validation"
+    frame.loc[frame[timestamp] <= train_end, "split"] = "train"
     return frame
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="features",
-    kinds={"feast", "duckdb"},
-    deps=[customer_activity, churn_labels],
-)
+# the entity dataframe's time column, as Feast's point-in-time join expects it
+TIMESTAMP = "event_timestamp"
+
+
 def training_features(
     context: dg.AssetExecutionContext, config: FeatureSplitConfig, feast: FeastStore
 ) -> dg.Output[pd.DataFrame]:
-    """Each label row joined to the customer's activity features as they were at label time
-    (Feast point-in-time join, 90-day ttl), split by time into train / validation / holdout."""
-    tenant = Tenant(context.partition_key)
-    labels_path = feast.labels_path(tenant)
+    """Each label row joined to the entity's features in every feature view as they were at
+    label time (Feast point-in-time join, each view's ttl), split by time into train /
+    validation / holdout."""
+    use_case, tenant = use_case_of(context), tenant_of(context)
+    enabled_or_raise(feast, tenant, use_case)
+    label, entity = use_case.label, use_case.key
+    labels_path = feast.source_path(tenant, use_case, label.name)
     if not labels_path.exists():
-        raise FileNotFoundError(f"no churn labels for tenant {tenant.key!r} at {labels_path}")
-    labels = pd.read_parquet(labels_path).rename(columns={LABEL_TIMESTAMP: TIMESTAMP})
-    joined = feast.historical_features(tenant, labels)
+        raise FileNotFoundError(f"no {label.name} for tenant {tenant.key!r} at {labels_path}")
+    labels = pd.read_parquet(labels_path, columns=[entity, label.column, label.timestamp_field])
+    labels = labels.rename(columns={label.timestamp_field: TIMESTAMP})
+    joined = feast.historical_features(tenant, use_case, labels)
     if len(joined) != len(labels):
         raise RuntimeError(
             f"point-in-time join returned {len(joined)} rows for {len(labels)} label rows"
         )
-    frame = assign_splits(joined[[ENTITY, TIMESTAMP, LABEL, *FEATURES]], config)
+    features = use_case.features
+    frame = assign_splits(joined[[entity, TIMESTAMP, label.column, *features]], config,
+                          TIMESTAMP, entity)
     version = content_hash(frame)
+    target = frame[label.column]
     metadata: dict[str, dg.RawMetadataValue] = {
         "dagster/row_count": len(frame),
         "data_version": version,
-        "churn_rate": float(frame[LABEL].mean()),
-        "rows_without_features": int(frame[FEATURES].isna().all(axis=1).sum()),
+        ("positive_rate" if use_case.binary else "label_mean"): float(target.mean()),
+        "rows_without_features": int(frame[features].isna().all(axis=1).sum()),
     }
     for name, part in frame.groupby("split"):
         metadata[f"{name}_rows"] = len(part)
         metadata[f"{name}_time_range"] = f"{part[TIMESTAMP].min()} .. {part[TIMESTAMP].max()}"
     return dg.Output(frame, data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def build(use_case: UseCase) -> list:
+    return [*source_specs(use_case), dg.asset(
+        name=names.TRAINING_FEATURES,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="features",
+        kinds={"feast", "duckdb"},
+        deps=[spec.key for spec in source_specs(use_case)],
+    )(training_features)]

@@ -2,18 +2,18 @@
 files break one gets no join, no training and no MLflow run, and the check says why."""
 
 import warnings
-from pathlib import Path
 
 import dagster as dg
 
-from ml_assets import names
 from ml_assets.data import contracts
+from ml_assets.defs.features.assets import enabled_or_raise
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.resources.feast import FeastStore
-from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 
-def contract_result(path: Path, contract: contracts.Contract) -> dg.AssetCheckResult:
+def contract_result(path, contract: contracts.Contract) -> dg.AssetCheckResult:
     found = contracts.violations(path, contract)
     return dg.AssetCheckResult(
         passed=not found,
@@ -29,30 +29,40 @@ def contract_result(path: Path, contract: contracts.Contract) -> dg.AssetCheckRe
     )
 
 
-def contract_check(asset: str, check: str, contract: contracts.Contract, file: str,
-                   description: str) -> dg.AssetChecksDefinition:
-    """A blocking, per-tenant check of one source file (`file`: the FeastStore path method)."""
+def check_name(source: str) -> str:
+    return f"{source}_contract"
+
+
+def contract_check_keys(use_case: UseCase) -> list[dg.AssetCheckKey]:
+    """The blocking contract checks of every source of the use case: a run that joins or
+    trains runs them first."""
+    sources = [view.name for view in use_case.feature_views] + [use_case.label.name]
+    return [dg.AssetCheckKey(key(use_case.name, s), check_name(s)) for s in sources]
+
+
+def holds_contract(context: dg.AssetCheckExecutionContext,
+                   feast: FeastStore) -> dg.AssetCheckResult:
+    use_case, tenant = use_case_of(context), tenant_of(context)
+    enabled_or_raise(feast, tenant, use_case)
+    source = next(iter(context.check_specs)).asset_key.path[-1]
+    return contract_result(feast.source_path(tenant, use_case, source),
+                           contracts.for_source(use_case, source))
+
+
+def build(use_case: UseCase) -> list[dg.AssetChecksDefinition]:
+    """A blocking, per-tenant check of each source file of the use case."""
+    checks = []
     # partitioned checks are a preview in Dagster 1.13: without them a result belongs to no
     # tenant
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-
-        @dg.asset_check(asset=asset, name=check, blocking=True,
-                        partitions_def=tenant_partitions, description=description)
-        def holds_contract(context: dg.AssetCheckExecutionContext,
-                           feast: FeastStore) -> dg.AssetCheckResult:
-            tenant = Tenant(context.partition_key)
-            return contract_result(getattr(feast, file)(tenant), contract)
-
-    return holds_contract
-
-
-customer_activity_contract = contract_check(
-    names.CUSTOMER_ACTIVITY, names.ACTIVITY_CONTRACT, contracts.ACTIVITY, "activity_path",
-    "The activity file is readable parquet with rows, integer customer ids, timezone-aware "
-    "timestamps, numeric features and no conflicting duplicate (customer, timestamp) rows.")
-churn_labels_contract = contract_check(
-    names.CHURN_LABELS, names.LABELS_CONTRACT, contracts.LABELS, "labels_path",
-    "The label file is readable parquet with rows, integer customer ids, timezone-aware label "
-    "times, labels 0 or 1 (never null) and no conflicting duplicate (customer, label time) "
-    "rows.")
+        for check_key in contract_check_keys(use_case):
+            source = check_key.asset_key.path[-1]
+            checks.append(dg.asset_check(
+                asset=check_key.asset_key, name=check_key.name, blocking=True,
+                partitions_def=tenant_partitions,
+                description=f"The tenant's {source} file is readable parquet with rows, the "
+                "declared columns and types, timezone-aware timestamps, labels in their "
+                "domain and no conflicting duplicate (key, timestamp) rows.",
+            )(holds_contract))
+    return checks

@@ -11,6 +11,7 @@ from ml_assets import names
 from ml_assets.defs.monitoring import health
 from ml_assets.defs.monitoring.alerting import deliver_alerts
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of
 from ml_assets.events import EventType
 from ml_assets.monitoring import check_history, drift_views, liveness, realized
 from ml_assets.monitoring import statistics as monitoring
@@ -35,6 +36,7 @@ from ml_assets.resources.rollout import RolloutPolicy, RolloutSteps
 from ml_assets.serving import prediction_log
 from ml_assets.serving.routing import get_route
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,13 +61,16 @@ CHECK_DESCRIPTIONS = {
     "the CBPE estimate from the probabilities alone is metadata.",
 }
 
-# Partitioned checks are a preview in Dagster 1.13, but without them a check result belongs to
-# no tenant: neither the UI nor the retrain sensor could tell whose check failed.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    CHECK_SPECS = [dg.AssetCheckSpec(name, asset=names.MODEL_MONITORING, description=description,
-                                     partitions_def=tenant_partitions)
-                   for name, description in CHECK_DESCRIPTIONS.items()]
+
+
+def check_specs(use_case: UseCase) -> list[dg.AssetCheckSpec]:
+    # Partitioned checks are a preview in Dagster 1.13, but without them a check result
+    # belongs to no tenant: neither the UI nor the retrain sensor could tell whose failed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [dg.AssetCheckSpec(name, asset=key(use_case.name, names.MODEL_MONITORING),
+                                  description=description, partitions_def=tenant_partitions)
+                for name, description in CHECK_DESCRIPTIONS.items()]
 
 
 def _metadata_value(value: Any) -> Any:
@@ -116,7 +121,7 @@ def previous_breach_version(instance: dg.DagsterInstance, check: str,
                             tenant: Tenant) -> str | None:
     """The model version the check's previous evaluation for this tenant failed on with
     severity ERROR, if that previous evaluation was such a breach."""
-    found = check_history.evaluations(instance, check, tenant.key, limit=1)
+    found = check_history.evaluations(instance, check, tenant, limit=1)
     if not found or not check_history.is_breach(found[0][1]):
         return None
     return str(found[0][1].metadata["model_version"].value)
@@ -150,13 +155,6 @@ def rollout_step(ray: RayCluster, mlflow: MlflowRegistry, events: LifecycleEvent
     return rollout.advance(mlflow.client(), events, tenant, route, steps, traffic)
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="monitoring",
-    kinds={"numpy", "parquet", "kafka"},  # kafka: drift and quality alerts
-    deps=[names.DEPLOYED_ENDPOINT],  # reads the log the endpoint writes, not its output
-    check_specs=CHECK_SPECS,
-)
 def model_monitoring(
     context: dg.AssetExecutionContext,
     object_store: ObjectStore,
@@ -174,7 +172,7 @@ def model_monitoring(
     profile. A breach publishes MODEL_DRIFT_DETECTED or MODEL_QUALITY_DEGRADED once; a canary
     worse than Production is rolled back; else a Staging version's rollout takes its next
     step (shadow, canary shares, promotion)."""
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
     limits = monitoring_policy.for_tenant(tenant)
     object_store.check()
     end = datetime.now(UTC)
@@ -233,3 +231,16 @@ def model_monitoring(
     for outcome in outcomes:
         yield check_result(outcome, window, version)
     yield check_result(verdict, window, version)
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.MODEL_MONITORING,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="monitoring",
+        kinds={"numpy", "parquet", "kafka"},  # kafka: drift and quality alerts
+        # reads the log the endpoint writes, not its output
+        deps=[key(use_case.name, names.DEPLOYED_ENDPOINT)],
+        check_specs=check_specs(use_case),
+    )(model_monitoring)]

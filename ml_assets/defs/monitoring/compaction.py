@@ -6,24 +6,19 @@ import dagster as dg
 
 from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.prediction_log import PredictionLogPolicy
 from ml_assets.serving import log_compaction
-from ml_assets.tenants import Tenant, registered_tenants
+from ml_assets.tenants import registered_tenants
+from ml_assets.use_case import UseCase
 
 
-@dg.asset(
-    name=names.PREDICTION_LOG_COMPACTION,
-    partitions_def=tenant_partitions,
-    group_name="monitoring",
-    kinds={"parquet"},
-    deps=[names.DEPLOYED_ENDPOINT],  # compacts the log the endpoint writes
-)
 def prediction_log_compaction(context: dg.AssetExecutionContext, object_store: ObjectStore,
                               prediction_log_policy: PredictionLogPolicy) -> dg.MaterializeResult:
     """The tenant's prediction log with each closed hour compacted into one file and the days
     past the retention deleted: monitoring's read costs its window, not the log's age."""
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
     policy = prediction_log_policy
     object_store.check()
     done = log_compaction.compact(object_store, tenant, lookback_days=policy.lookback_days,
@@ -39,15 +34,28 @@ def prediction_log_compaction(context: dg.AssetExecutionContext, object_store: O
     })
 
 
-@dg.schedule(
-    name="prediction_log_compaction_schedule",
-    cron_schedule="10 * * * *",  # past the grace after each hour's end
-    target=[prediction_log_compaction],
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every hour, compacts each tenant's closed log hours and applies retention.",
-)
-def prediction_log_compaction_schedule(context: dg.ScheduleEvaluationContext):
-    hour = context.scheduled_execution_time or datetime.now(UTC)
-    return [dg.RunRequest(run_key=f"{key}:{hour:%Y-%m-%dT%H}", partition_key=key,
-                          tags={names.TRIGGER_TAG: "schedule"})
-            for key in registered_tenants(context.instance)]
+def build(use_case: UseCase) -> list:
+    compaction = dg.asset(
+        name=names.PREDICTION_LOG_COMPACTION,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="monitoring",
+        kinds={"parquet"},
+        deps=[key(use_case.name, names.DEPLOYED_ENDPOINT)],  # compacts the log it writes
+    )(prediction_log_compaction)
+
+    @dg.schedule(
+        name=f"{use_case.name}_prediction_log_compaction_schedule",
+        cron_schedule="10 * * * *",  # past the grace after each hour's end
+        target=[compaction],
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Every hour, compacts each tenant's closed log hours and applies "
+        "retention.",
+    )
+    def compaction_schedule(context: dg.ScheduleEvaluationContext):
+        hour = context.scheduled_execution_time or datetime.now(UTC)
+        return [dg.RunRequest(run_key=f"{tenant}:{hour:%Y-%m-%dT%H}", partition_key=tenant,
+                              tags={names.TRIGGER_TAG: "schedule"})
+                for tenant in registered_tenants(context.instance)]
+
+    return [compaction, compaction_schedule]

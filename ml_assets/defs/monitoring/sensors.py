@@ -1,4 +1,5 @@
-"""Monitor a tenant whenever new rows land in its prediction log."""
+"""Monitor a tenant's model of a use case when new rows land in its prediction log, and every
+5 minutes while it is deployed."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -6,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from ml_assets import names
+from ml_assets.defs.scope import key
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.serving import prediction_log
 from ml_assets.tenants import Tenant, registered_tenants
+from ml_assets.use_case import UseCase
 
 
 def newest_log_file(object_store: ObjectStore, tenant: Tenant,
@@ -26,43 +29,46 @@ def newest_log_file(object_store: ObjectStore, tenant: Tenant,
     return None
 
 
-@dg.sensor(
-    name="prediction_log_sensor",
-    asset_selection=[names.MODEL_MONITORING],
-    minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Runs model_monitoring for a tenant when its prediction log got new files since "
-    "the last run (at most every 5 minutes).",
-)
-def prediction_log_sensor(context: dg.SensorEvaluationContext,
-                          object_store: ObjectStore) -> dg.SensorResult:
-    cursor: dict[str, str] = json.loads(context.cursor or "{}")
-    requests = []
-    for key in registered_tenants(context.instance):
-        newest = newest_log_file(object_store, Tenant(key))
-        if newest is None or newest <= cursor.get(key, ""):
-            continue
-        cursor[key] = newest
-        requests.append(dg.RunRequest(
-            run_key=f"{key}:{newest}", partition_key=key,
-            tags={names.TRIGGER_TAG: "prediction_log"},
-            asset_selection=[dg.AssetKey(names.MODEL_MONITORING)]))
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+def build(use_case: UseCase) -> list:
+    monitoring = key(use_case.name, names.MODEL_MONITORING)
 
+    @dg.sensor(
+        name=f"{use_case.name}_prediction_log_sensor",
+        asset_selection=[monitoring],
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Runs model_monitoring for a tenant when its prediction log got new files "
+        "since the last run (at most every 5 minutes).",
+    )
+    def prediction_log_sensor(context: dg.SensorEvaluationContext,
+                              object_store: ObjectStore) -> dg.SensorResult:
+        cursor: dict[str, str] = json.loads(context.cursor or "{}")
+        requests = []
+        for tenant in registered_tenants(context.instance):
+            newest = newest_log_file(object_store, Tenant(tenant, use_case.name))
+            if newest is None or newest <= cursor.get(tenant, ""):
+                continue
+            cursor[tenant] = newest
+            requests.append(dg.RunRequest(
+                run_key=f"{tenant}:{newest}", partition_key=tenant,
+                tags={names.TRIGGER_TAG: "prediction_log"}, asset_selection=[monitoring]))
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
-@dg.schedule(
-    name="monitoring_schedule",
-    cron_schedule="*/5 * * * *",
-    target=[names.MODEL_MONITORING],
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Runs model_monitoring every 5 minutes for each deployed tenant, traffic or "
-    "not: a quiet endpoint gets a probe (serving_alive), so a dead replica alerts within "
-    "minutes.",
-)
-def monitoring_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    deployed = context.instance.get_materialized_partitions(
-        dg.AssetKey(names.DEPLOYED_ENDPOINT))
-    tick = f"{context.scheduled_execution_time:%Y%m%dT%H%M}"
-    return [dg.RunRequest(run_key=f"{key}:{tick}", partition_key=key,
-                          tags={names.TRIGGER_TAG: "schedule"})
-            for key in registered_tenants(context.instance) if key in deployed]
+    @dg.schedule(
+        name=f"{use_case.name}_monitoring_schedule",
+        cron_schedule="*/5 * * * *",
+        target=[monitoring],
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Runs model_monitoring every 5 minutes for each deployed tenant, traffic or "
+        "not: a quiet endpoint gets a probe (serving_alive), so a dead replica alerts within "
+        "minutes.",
+    )
+    def monitoring_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        deployed = context.instance.get_materialized_partitions(
+            key(use_case.name, names.DEPLOYED_ENDPOINT))
+        tick = f"{context.scheduled_execution_time:%Y%m%dT%H%M}"
+        return [dg.RunRequest(run_key=f"{tenant}:{tick}", partition_key=tenant,
+                              tags={names.TRIGGER_TAG: "schedule"})
+                for tenant in registered_tenants(context.instance) if tenant in deployed]
+
+    return [prediction_log_sensor, monitoring_schedule]

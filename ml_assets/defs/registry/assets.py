@@ -6,11 +6,12 @@ from pydantic import Field
 
 from ml_assets import __version__, names
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import inputs, tenant_of
 from ml_assets.events import EventType
 from ml_assets.registry import actions, stages
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
-from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 ACTOR = "dagster:registered_model"
 
@@ -25,13 +26,6 @@ class RegistrationConfig(dg.Config):
         "later versions stay in Staging for a canary or a person")
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="registry",
-    kinds={"mlflow", "kafka"},  # kafka: MODEL_REGISTERED and stage events
-    # the registry is a server: ride out a restart rather than fail the run
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
-)
 def registered_model(
     context: dg.AssetExecutionContext,
     config: RegistrationConfig,
@@ -44,16 +38,18 @@ def registered_model(
     data version, code version, Dagster run, evaluation), in Staging; a tenant's first version
     (or every one, with `auto_promote`) goes on to Production. Runs only if the blocking
     `beats_baseline` check passed."""
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
     mlflow.tenant_run(tenant, trained_model["run_id"])
     tags = {
         "tenant": tenant.key,
+        "use_case": tenant.use_case,
         "run_id": trained_model["run_id"],
         "data_version": trained_model["data_version"],
         "code_version": __version__,
         "dagster_run_id": context.run.run_id,
         "baseline": evaluation_report["baseline"],
-        "holdout_roc_auc": f"{evaluation_report['candidate']['roc_auc']:.4f}",
+        **{f"holdout_{metric}": f"{value:.4f}"
+           for metric, value in evaluation_report["candidate"].items()},
     }
     version = actions.register_version(mlflow, tenant, trained_model["model_uri"], tags)
     # Registered in stage None is a whole state (internal, never served): if staging fails the
@@ -87,3 +83,16 @@ def registered_model(
             **mlflow.run_links(tenant, trained_model["run_id"]),
         },
     )
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.REGISTERED_MODEL,
+        key_prefix=use_case.name,
+        ins=inputs(use_case.name, names.TRAINED_MODEL, names.EVALUATION_REPORT),
+        partitions_def=tenant_partitions,
+        group_name="registry",
+        kinds={"mlflow", "kafka"},  # kafka: MODEL_REGISTERED and stage events
+        # the registry is a server: ride out a restart rather than fail the run
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    )(registered_model)]

@@ -9,11 +9,14 @@ from ml_assets.registry import actions
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import load
 
 
 class PromoteConfig(dg.Config):
     """Which Staging version of the partition's tenant goes to Production, and why."""
 
+    use_case: str = Field("churn", description="whose registered model: the tenant's model "
+                          "of this use case")
     version: str = Field(min_length=1)
     reason: str = Field(min_length=3, description="recorded in the ledger with the move")
     actor: str = Field("dagster-ui", min_length=1)
@@ -22,7 +25,7 @@ class PromoteConfig(dg.Config):
 @dg.op(description="Move a Staging version to Production through the stage layer.")
 def promote_version(context: dg.OpExecutionContext, config: PromoteConfig,
                     mlflow: MlflowRegistry, events: LifecycleEvents) -> str:
-    tenant = Tenant(context.partition_key)
+    tenant = Tenant(context.partition_key, load(config.use_case).name)
     version = actions.promote(mlflow.client(), events, tenant, config.version, config.reason,
                               config.actor)
     context.log.info(f"tenant {tenant.key}: version {version.version} is Production")

@@ -5,8 +5,9 @@ import json
 
 import dagster as dg
 
-from ml_assets import names
+from ml_assets import names, use_case
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key as asset_key
 from ml_assets.events import EventType
 from ml_assets.registry import lineage, stages
 from ml_assets.registry.ledger import production_history
@@ -47,7 +48,8 @@ def on_triton(instance: dg.DagsterInstance, tenant: Tenant) -> bool:
     """Whether the tenant's last triton_endpoint put its production route on Triton: then a
     new Production version is loaded there too."""
     records = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey(names.TRITON_ENDPOINT), asset_partitions=[tenant.key]),
+        asset_key=asset_key(tenant.use_case, names.TRITON_ENDPOINT),
+        asset_partitions=[tenant.key]),
         limit=1).records
     if not records:
         return False
@@ -80,11 +82,13 @@ def revert(client, events: LifecycleEvents, tenant: Tenant, stage: str, version:
 
 @dg.sensor(
     name=OBSERVER,
-    asset_selection=[names.DEPLOYED_ENDPOINT, names.TRITON_ENDPOINT],
+    asset_selection=[asset_key(u, name) for u in use_case.names()
+                     for name in (names.DEPLOYED_ENDPOINT, names.TRITON_ENDPOINT)],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls the MLflow registry; when a tenant's Production or Staging version "
-    "changes (through ml_assets or directly in MLflow) it redeploys that tenant's endpoint "
+    "of a use case changes (through ml_assets or directly in MLflow) it redeploys that "
+    "tenant's endpoint of the use case "
     "(and reloads Triton for a tenant served by it). "
     "An alias moved onto a None or Archived version, or one without verified lineage, is "
     "moved back (MODEL_STAGE_REVERTED).",
@@ -95,8 +99,9 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
     seen: dict[str, dict[str, str | None]] = json.loads(context.cursor or "{}")
     client = mlflow.client()
     requests = []
-    for key in context.instance.get_dynamic_partitions(tenant_partitions.name):
-        tenant = Tenant(key)
+    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    for tenant in [Tenant(t, u) for u in use_case.names() for t in tenants]:
+        key = f"{tenant.use_case}/{tenant.key}"
         state = registry_state(client, tenant)
         previous = seen.get(key, {stage: None for stage in WATCHED})
         for stage in WATCHED:
@@ -120,8 +125,8 @@ def mlflow_stage_change_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
             selection.append(names.TRITON_ENDPOINT)
         requests.append(dg.RunRequest(
             run_key=f"{key}:" + ",".join(f"{s}={state[s]}" for s in WATCHED),
-            partition_key=key,
-            asset_selection=[dg.AssetKey(name) for name in selection],
+            partition_key=tenant.key,
+            asset_selection=[asset_key(tenant.use_case, name) for name in selection],
             tags={"ml_assets/trigger": OBSERVER},
         ))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

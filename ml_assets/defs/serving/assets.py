@@ -10,6 +10,7 @@ from pydantic import Field
 from ml_assets import names
 from ml_assets.access.keys import Role, temporary_token
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of
 from ml_assets.events import EventType
 from ml_assets.registry import lineage, stages
 from ml_assets.resources.events import LifecycleEvents
@@ -28,6 +29,7 @@ from ml_assets.serving.routing import (
     set_route,
 )
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 
 class DeployConfig(dg.Config):
@@ -114,12 +116,6 @@ def direct_ingress_port(app_name: str, timeout_s: float = 10) -> int | None:
         time.sleep(0.2)
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="serving",
-    kinds={"ray", "feast", "kafka"},  # kafka: MODEL_DEPLOYED
-    deps=[names.REGISTERED_MODEL],  # reads the registry's state, not the last registration
-)
 def deployed_endpoint(
     context: dg.AssetExecutionContext,
     config: DeployConfig,
@@ -135,7 +131,7 @@ def deployed_endpoint(
     optionally as a canary share or shadow of production; latest features in the online
     store; smoke-tested over HTTP (p50/p95 in metadata). Only versions with verified lineage
     are served. `url` is the replica's own port under direct ingress, `proxy_url` Serve's."""
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
     client = mlflow.client()
     primary = servable(client, tenant, stages.PRODUCTION)
     staging = servable(client, tenant, stages.STAGING)
@@ -218,3 +214,15 @@ def deployed_endpoint(
             "smoke_p95_ms": dg.MetadataValue.float(p95),
         },
     )
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.DEPLOYED_ENDPOINT,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="serving",
+        kinds={"ray", "feast", "kafka"},  # kafka: MODEL_DEPLOYED
+        # reads the registry's state, not the last registration
+        deps=[key(use_case.name, names.REGISTERED_MODEL)],
+    )(deployed_endpoint)]

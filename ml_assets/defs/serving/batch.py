@@ -13,8 +13,10 @@ from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.schema import ENTITY, FEATURES, TIMESTAMP
+from ml_assets.defs.features.assets import TIMESTAMP
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase, load
 
 
 class BatchConfig(dg.Config):
@@ -26,40 +28,39 @@ class BatchConfig(dg.Config):
 class Scorer:
     """A Ray Data actor: loads the model once, scores pandas batches."""
 
-    def __init__(self, tenant: str, version: str, tracking_uri: str) -> None:
+    def __init__(self, tenant: str, use_case: str, version: str, tracking_uri: str) -> None:
         import mlflow
-        import mlflow.pytorch
+
+        from ml_assets.serving.models import load_predictor
 
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        uri = f"models:/{Tenant(tenant).registered_model_name}/{version}"
-        self.model, self.version = mlflow.pytorch.load_model(uri).eval(), version
+        uri = f"models:/{Tenant(tenant, use_case).registered_model_name}/{version}"
+        self.predict, self.version = load_predictor(uri), version
+        self.features = load(use_case).features
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
-
-        with torch.no_grad():
-            matrix = torch.tensor(batch[FEATURES].to_numpy(dtype="float32"))
-            batch["prediction"] = self.model(matrix).numpy().astype("float64")
+        matrix = batch[self.features].to_numpy(dtype="float32")
+        batch["prediction"] = self.predict(matrix).astype("float64")
         batch["model_version"] = self.version
         return batch
 
 
-def latest_features(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
-    """Each customer's features as of the newest activity (a point-in-time join at that time)."""
-    activity = pd.read_parquet(feast.activity_path(tenant), columns=[ENTITY, TIMESTAMP])
-    as_of = activity[TIMESTAMP].max() + pd.Timedelta(seconds=1)
-    entities = pd.DataFrame({ENTITY: activity[ENTITY].unique(), TIMESTAMP: as_of})
-    frame = feast.historical_features(tenant, entities)
-    return frame[[ENTITY, *FEATURES]].sort_values(ENTITY, ignore_index=True)
+def latest_features(feast: FeastStore, tenant: Tenant, use_case: UseCase) -> pd.DataFrame:
+    """Each entity's features as of the newest row of any feature view (a point-in-time join
+    at that time)."""
+    key, keys, newest = use_case.key, [], []
+    for view in use_case.feature_views:
+        rows = pd.read_parquet(feast.source_path(tenant, use_case, view.name),
+                               columns=[key, view.timestamp_field])
+        keys.append(rows[key])
+        newest.append(rows[view.timestamp_field].max())
+    as_of = max(newest) + pd.Timedelta(seconds=1)
+    entities = pd.DataFrame({key: pd.concat(keys).unique(), TIMESTAMP: as_of})
+    frame = feast.historical_features(tenant, use_case, entities)
+    return frame[[key, *use_case.features]].sort_values(key, ignore_index=True)
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="serving",
-    kinds={"ray", "pytorch", "parquet", "s3"},
-    deps=[names.REGISTERED_MODEL],  # scores with the registry's Production version
-)
 def batch_predictions(
     context: dg.AssetExecutionContext,
     config: BatchConfig,
@@ -68,27 +69,40 @@ def batch_predictions(
     feast: FeastStore,
     object_store: ObjectStore,
 ) -> dg.Output[dict]:
-    """Churn probability of every customer of the tenant, from its latest features, scored by
-    the Production version with Ray Data `map_batches`; parquet in the tenant's object store."""
-    tenant = Tenant(context.partition_key)
+    """The prediction for every entity of the tenant, from its latest features, scored by the
+    Production version with Ray Data `map_batches`; parquet in the tenant's object store."""
+    tenant, use_case = tenant_of(context), use_case_of(context)
     version = actions.production_version(mlflow.client(), tenant)
     object_store.check()
-    features = latest_features(feast, tenant)
+    features = latest_features(feast, tenant, use_case)
 
     ray.connect()
     import ray as ray_lib
 
     scored = ray_lib.data.from_pandas(features).map_batches(
         Scorer, batch_size=config.batch_size, batch_format="pandas", concurrency=1,
-        fn_constructor_kwargs={"tenant": tenant.key, "version": version,
+        fn_constructor_kwargs={"tenant": tenant.key, "use_case": use_case.name,
+                               "version": version,
                                "tracking_uri": mlflow.tracking_uri},
     ).materialize()
-    key = f"batch_predictions/{context.run_id or uuid.uuid4().hex}"
-    scored.write_parquet(object_store.path(tenant, key), filesystem=object_store.filesystem())
+    path = f"batch_predictions/{use_case.name}/{context.run_id or uuid.uuid4().hex}"
+    scored.write_parquet(object_store.path(tenant, path), filesystem=object_store.filesystem())
     rows = len(features)
     return dg.Output(
-        {"uri": object_store.uri(tenant, key), "key": key, "version": version, "rows": rows},
-        metadata={"uri": object_store.uri(tenant, key), "version": version, "rows": rows,
+        {"uri": object_store.uri(tenant, path), "key": path, "version": version, "rows": rows},
+        metadata={"uri": object_store.uri(tenant, path), "version": version, "rows": rows,
                   "mean_prediction": dg.MetadataValue.float(
                       float(scored.mean("prediction")))},
     )
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.BATCH_PREDICTIONS,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="serving",
+        kinds={"ray", "parquet", "s3"},
+        # scores with the registry's Production version
+        deps=[key(use_case.name, names.REGISTERED_MODEL)],
+    )(batch_predictions)]

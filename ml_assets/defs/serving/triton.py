@@ -4,32 +4,26 @@ import dagster as dg
 
 from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.registry.actions import production_version
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
-from ml_assets.schema import FEATURES
 from ml_assets.serving.triton import INPUT, MAX_BATCH, OUTPUT, export_onnx
-from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 
-def triton_config(model_name: str) -> str:
+def triton_config(model_name: str, features: int) -> str:
     """config.pbtxt: ONNX Runtime backend, dynamic batching; no instance_group, so Triton
     places it on the GPU when there is one and on the CPU otherwise."""
     return f"""name: "{model_name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {MAX_BATCH}
-input [ {{ name: "{INPUT}" data_type: TYPE_FP32 dims: [ {len(FEATURES)} ] }} ]
+input [ {{ name: "{INPUT}" data_type: TYPE_FP32 dims: [ {features} ] }} ]
 output [ {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ 1 ] }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 500 }}
 """
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="serving",
-    kinds={"pytorch", "onnx", "s3"},
-    deps=[names.REGISTERED_MODEL],  # exports the registry's Production version
-)
 def triton_model_repository(
     context: dg.AssetExecutionContext,
     mlflow: MlflowRegistry,
@@ -40,18 +34,30 @@ def triton_model_repository(
     point `tritonserver --model-repository` at it for GPU-optimized serving."""
     from mlflow import pytorch as mlflow_pytorch  # `import mlflow.x` would rebind `mlflow`
 
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
+    features = len(use_case_of(context).features)
     version = production_version(mlflow.client(), tenant)
     object_store.check()
     model = mlflow_pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}").eval()
     name = tenant.registered_model_name
     onnx_key = f"triton/{name}/{version}/model.onnx"
     object_store.put_bytes(tenant, onnx_key, export_onnx(model))
-    object_store.put_bytes(tenant, f"triton/{name}/config.pbtxt", triton_config(name).encode())
+    object_store.put_bytes(tenant, f"triton/{name}/config.pbtxt", triton_config(name, features).encode())
     repository = object_store.uri(tenant, "triton")
     return dg.Output(
         {"repository": repository, "model_name": name, "version": version,
          "onnx_key": onnx_key},
         metadata={"repository": repository, "version": version,
-                  "config": dg.MetadataValue.md(f"```\n{triton_config(name)}```")},
+                  "config": dg.MetadataValue.md(f"```\n{triton_config(name, features)}```")},
     )
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.TRITON_MODEL_REPOSITORY,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="serving",
+        kinds={"pytorch", "onnx", "s3"},
+        deps=[key(use_case.name, names.REGISTERED_MODEL)],  # exports the Production version
+    )(triton_model_repository)]

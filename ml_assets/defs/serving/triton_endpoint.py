@@ -13,6 +13,7 @@ from pydantic import Field
 from ml_assets import names
 from ml_assets.access.keys import Role, temporary_token
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.defs.serving.assets import (
     direct_ingress_port,
     servable,
@@ -24,11 +25,11 @@ from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.triton import TritonServer
-from ml_assets.schema import FEATURES
 from ml_assets.serving.client import input_example, post_json
 from ml_assets.serving.routing import ENGINE_HEADER, RAY, TRITON, get_route, set_route
 from ml_assets.serving.triton import export_onnx, model_name
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 PARITY_ATOL = 1e-5  # float32 through two runtimes
 
@@ -43,12 +44,13 @@ class TritonEndpointConfig(dg.Config):
     smoke_requests: int = Field(20, ge=1, le=1000)
 
 
-def checked_parity(repository, tenant: Tenant, version: str, model, rows: list[dict]) -> float:
+def checked_parity(repository, tenant: Tenant, version: str, model, rows: list[dict],
+                   features: list[str]) -> float:
     """Triton's answer for the rows against the registry's model, before any traffic; the
     largest difference (RuntimeError above PARITY_ATOL)."""
     import torch
 
-    matrix = np.array([[math.nan if r[f] is None else r[f] for f in FEATURES] for r in rows],
+    matrix = np.array([[math.nan if r[f] is None else r[f] for f in features] for r in rows],
                       dtype=np.float32)
     served = np.array(repository.infer(tenant, version, matrix))
     with torch.no_grad():
@@ -60,12 +62,6 @@ def checked_parity(repository, tenant: Tenant, version: str, model, rows: list[d
     return worst
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="serving",
-    kinds={"triton", "onnx", "kafka"},  # kafka: MODEL_DEPLOYED
-    deps=[names.DEPLOYED_ENDPOINT],  # the tenant's route, which this switches to Triton
-)
 def triton_endpoint(
     context: dg.AssetExecutionContext,
     config: TritonEndpointConfig,
@@ -84,7 +80,7 @@ def triton_endpoint(
 
     from ml_assets.serving.app import APP_NAME
 
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
     repository = triton.repository()
     production = servable(mlflow.client(), tenant, stages.PRODUCTION)
     if production is None:
@@ -131,7 +127,8 @@ def triton_endpoint(
         repository.load(tenant, {production: export_onnx(model)}, triton.backend,
                         triton.python_env)
         load_s = time.perf_counter() - started
-        worst = checked_parity(repository, tenant, production, model, rows)
+        worst = checked_parity(repository, tenant, production, model, rows,
+                               use_case_of(context).features)
         set_route(tenant, current.changed(engine=TRITON, triton_url=triton.url))
         context.log.info(f"tenant {tenant.key}: {model_name(tenant)} version {production} on "
                          f"{triton.url} ({load_s:.1f} s), production route {url} on Triton")
@@ -156,3 +153,15 @@ def triton_endpoint(
                   "smoke_p50_ms": dg.MetadataValue.float(p50),
                   "smoke_p95_ms": dg.MetadataValue.float(p95)},
     )
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.TRITON_ENDPOINT,
+        key_prefix=use_case.name,
+        partitions_def=tenant_partitions,
+        group_name="serving",
+        kinds={"triton", "onnx", "kafka"},  # kafka: MODEL_DEPLOYED
+        # the tenant's route, which this switches to Triton
+        deps=[key(use_case.name, names.DEPLOYED_ENDPOINT)],
+    )(triton_endpoint)]

@@ -5,15 +5,17 @@ import dagster as dg
 import pandas as pd
 
 from ml_assets.data.versions import content_hash
+from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import inputs, tenant_of, use_case_of
 from ml_assets.events import EventType
 from ml_assets.monitoring.statistics import PROFILE_ARTIFACT, reference_profile
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.schema import FEATURES
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 from ml_assets.training.config import ExperimentConfig
 from ml_assets.training.progress import streamed_lines
 
@@ -42,7 +44,7 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
 
     from ml_assets.training.model import ChurnMLP, ChurnModel
 
-    mlp = ChurnMLP(len(FEATURES), config.hidden_sizes, config.dropout)
+    mlp = ChurnMLP(train_rows.shape[1], config.hidden_sizes, config.dropout)
     mlp.load_state_dict(state["model"])
     model = ChurnModel(mlp, torch.from_numpy(data.impute), torch.from_numpy(data.mean),
                        torch.from_numpy(data.std)).eval()
@@ -111,11 +113,6 @@ def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str)
     return object_store.path(tenant, "checkpoints", run_name, epochs[-1]) if epochs else None
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="training",
-    kinds={"ray", "pytorch", "mlflow", "s3"},  # s3: per-epoch checkpoints
-)
 def trained_model(
     context: dg.AssetExecutionContext,
     config: ExperimentConfig,
@@ -131,7 +128,7 @@ def trained_model(
     prefix. The model is logged to MLflow with its signature and preprocessing inside."""
     from ml_assets.training import ray_training
 
-    tenant = Tenant(context.partition_key)
+    tenant, use_case = tenant_of(context), use_case_of(context)
     object_store.check()
     if hyperparameter_search["best_config"]:
         config = config.model_copy(update=hyperparameter_search["best_config"])
@@ -144,6 +141,7 @@ def trained_model(
         run_id = mlflow.start_run(tenant, run_name, tags={
             "experiment_name": config.experiment_name,
             "model_type": MODEL_TYPE,
+            "use_case": use_case.name,
             "data_version": data_version,
             "training_key": training_key,
             "dagster_run_id": context.run.run_id,
@@ -182,7 +180,7 @@ def trained_model(
             context.log.info(f"restored from checkpoint epoch_{resumed:04d} and continued")
         log_lines = epoch_lines(mlflow, run_id, config.epochs)  # every attempt's epochs
         client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
-        train_rows = training_features.loc[training_features["split"] == "train", FEATURES]
+        train_rows = training_features.loc[training_features["split"] == "train", use_case.features]
         example = train_rows.dropna().head(5)
         model_uri = _log_model(mlflow, run_id, ray_training.load_state(result.checkpoint), data,
                                config, example.reset_index(drop=True), train_rows)
@@ -208,3 +206,13 @@ def trained_model(
         },
     )
 
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.TRAINED_MODEL,
+        key_prefix=use_case.name,
+        ins=inputs(use_case.name, names.TRAINING_FEATURES, names.HYPERPARAMETER_SEARCH),
+        partitions_def=tenant_partitions,
+        group_name="training",
+        kinds={"ray", "pytorch", "mlflow", "s3"},  # s3: per-epoch checkpoints
+    )(trained_model)]

@@ -4,11 +4,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
 
+from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import inputs, tenant_of
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 
 class SearchConfig(dg.Config):
@@ -52,11 +54,6 @@ class SearchConfig(dg.Config):
         }
 
 
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name="training",
-    kinds={"ray", "optuna", "mlflow"},
-)
 def hyperparameter_search(
     context: dg.AssetExecutionContext,
     config: SearchConfig,
@@ -72,7 +69,7 @@ def hyperparameter_search(
     from ml_assets.training import ray_training, search
     from ml_assets.training.progress import trial_progress
 
-    tenant = Tenant(context.partition_key)
+    tenant = tenant_of(context)
     object_store.check()
     name = f"search-{context.run.run_id[:8]}"
     parent = mlflow.start_run(tenant, name, tags={"search": "optuna+asha"})
@@ -110,3 +107,14 @@ def hyperparameter_search(
             "mlflow_parent_run_id": parent,
         },
     )
+
+
+def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
+    return [dg.asset(
+        name=names.HYPERPARAMETER_SEARCH,
+        key_prefix=use_case.name,
+        ins=inputs(use_case.name, names.TRAINING_FEATURES),
+        partitions_def=tenant_partitions,
+        group_name="training",
+        kinds={"ray", "optuna", "mlflow"},
+    )(hyperparameter_search)]

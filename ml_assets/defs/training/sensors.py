@@ -5,8 +5,10 @@ import time
 
 import dagster as dg
 
-from ml_assets import names
+from ml_assets import names, use_case
+from ml_assets.defs.features.contracts import contract_check_keys
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key as asset_key
 from ml_assets.monitoring import check_history
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.retrain import RetrainPolicy
@@ -18,14 +20,17 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
 
 
 def source_version(feast: FeastStore, tenant: Tenant) -> str | None:
-    """Size and mtime of the tenant's source files: changes when new data lands."""
-    paths = [feast.activity_path(tenant), feast.labels_path(tenant)]
+    """Size and mtime of the tenant's source files of its use case: changes when new data
+    lands; None when the tenant is not enabled for the use case."""
+    declared = use_case.load(tenant.use_case)
+    sources = [view.name for view in declared.feature_views] + [declared.label.name]
+    paths = [feast.source_path(tenant, declared, name) for name in sources]
     if not all(p.exists() for p in paths):
         return None
     return ";".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
 
 
-def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[str],
+def newest_failed_check(instance: dg.DagsterInstance, tenant: Tenant, checks: list[str],
                         after_id: int) -> tuple[int, str] | None:
     """(record id, check name) of the newest breach of a monitoring check past after_id."""
     newest = None
@@ -41,7 +46,8 @@ def newest_failed_check(instance: dg.DagsterInstance, tenant: str, checks: list[
 
 @dg.sensor(
     name="retrain_sensor",
-    asset_selection=list(names.RETRAIN_ASSETS),
+    asset_selection=[asset_key(u, name) for u in use_case.names()
+                     for name in names.RETRAIN_ASSETS],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains a tenant (features -> registered model) when its source data changed "
@@ -56,11 +62,12 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
         tags={names.TRIGGER_TAG: RETRAIN}, statuses=ACTIVE))
     now = time.time()
     requests = []
-    for key in context.instance.get_dynamic_partitions(tenant_partitions.name):
-        tenant = Tenant(key)
+    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    for tenant in [Tenant(t, u) for u in use_case.names() for t in tenants]:
+        key = f"{tenant.use_case}/{tenant.key}"
         state = cursor.setdefault(key, {"source": None, "check_id": 0, "last_request": 0.0})
         source = source_version(feast, tenant)
-        failed = newest_failed_check(context.instance, key, retrain_policy.checks,
+        failed = newest_failed_check(context.instance, tenant, retrain_policy.checks,
                                      state["check_id"])
         if first_tick:
             state.update(source=source, check_id=failed[0] if failed else state["check_id"])
@@ -73,14 +80,13 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
             continue
         cooling = now - state["last_request"] < retrain_policy.cooldown_minutes * 60
         if cooling or active + len(requests) >= retrain_policy.max_concurrent:
-            context.log.info(f"tenant {key}: {reason}, retrain deferred (cooldown or cap)")
+            context.log.info(f"{key}: {reason}, retrain deferred (cooldown or cap)")
             continue
         state.update(source=source, last_request=now,
                      check_id=failed[0] if failed else state["check_id"])
         requests.append(dg.RunRequest(
-            run_key=run_key, partition_key=key,
+            run_key=run_key, partition_key=tenant.key,
             tags={names.TRIGGER_TAG: RETRAIN, names.REASON_TAG: reason},
-            asset_selection=[dg.AssetKey(k) for k in names.RETRAIN_ASSETS],
-            asset_check_keys=[dg.AssetCheckKey(dg.AssetKey(asset), check)
-                              for asset, check in names.CONTRACTS]))
+            asset_selection=[asset_key(tenant.use_case, k) for k in names.RETRAIN_ASSETS],
+            asset_check_keys=contract_check_keys(use_case.load(tenant.use_case))))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

@@ -1,0 +1,36 @@
+"""What a step of a use case's chain works on: its asset keys, its use case and its tenant.
+
+Every asset and check of a use case is keyed under the use case's name (`churn/trained_model`),
+so one body serves every use case: it reads the use case from its own key."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_assets import use_case
+from ml_assets.tenants import Tenant
+
+
+def key(use_case_name: str, asset: str) -> dg.AssetKey:
+    return dg.AssetKey([use_case_name, asset])
+
+
+def inputs(use_case_name: str, *upstream: str) -> dict[str, dg.AssetIn]:
+    """The `ins` of an asset whose parameters name upstream assets of the same use case."""
+    return {name: dg.AssetIn(key=key(use_case_name, name)) for name in upstream}
+
+
+def _own_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dg.AssetKey:
+    if isinstance(context, dg.AssetCheckExecutionContext):
+        return next(iter(context.check_specs)).asset_key
+    return context.asset_key
+
+
+def use_case_of(context) -> use_case.UseCase:
+    """The use case of the asset (or check) being executed, from its key."""
+    return use_case.load(_own_key(context).path[0])
+
+
+def tenant_of(context) -> Tenant:
+    """The partition's tenant, scoped to the step's use case."""
+    return Tenant(context.partition_key, _own_key(context).path[0])
