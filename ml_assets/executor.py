@@ -7,6 +7,7 @@ import dagster as dg
 
 from ml_assets import names
 from ml_assets.settings import Settings
+from ml_assets.use_case import names as use_case_names
 
 # A Ray driver must run on a node of its cluster: Ray Client (ray://) cannot run Ray Data
 # (`'Worker' object has no attribute 'core_worker'`, Ray 2.60). So a step pod first joins the
@@ -30,7 +31,7 @@ def _resources(cpu: str, memory: str) -> dict:
 # dagster-k8s/config of a step pod (dagster sets its args). Ray does the heavy work on its own
 # cluster; a step pod holds what its asset keeps in memory (joined features, holdout and model).
 DEFAULT_STEP_K8S_CONFIG = _resources("500m", "2Gi")
-STEP_K8S_CONFIG: dict[str, dict] = {
+STEP_K8S_CONFIG: dict[str, dict] = {  # by asset; the step of each use case's asset gets it
     names.TRAINING_FEATURES: _resources("2", "8Gi"),
     names.TRAINED_MODEL: _resources("1", "4Gi"),
     names.EVALUATION_REPORT: _resources("2", "4Gi"),
@@ -42,14 +43,15 @@ SERVING_STEPS = (names.DEPLOYED_ENDPOINT, names.TRITON_ENDPOINT)  # they set ten
 def step_k8s_config(settings: Settings) -> dict[str, dict]:
     """Per-step overrides; the serving steps talk to the Serve cluster if it has its own (a
     KubeRay RayService next to the batch RayCluster)."""
-    config = dict(STEP_K8S_CONFIG)
+    per_asset = dict(STEP_K8S_CONFIG)
     if settings.serve_ray_address:
-        for step in SERVING_STEPS:
-            serving = config.get(step, DEFAULT_STEP_K8S_CONFIG)
+        for asset in SERVING_STEPS:
+            serving = per_asset.get(asset, DEFAULT_STEP_K8S_CONFIG)
             container = {**serving["container_config"],
                          "env": [{"name": "RAY_ADDRESS", "value": settings.serve_ray_address}]}
-            config[step] = {**serving, "container_config": container}
-    return config
+            per_asset[asset] = {**serving, "container_config": container}
+    return {names.op_name(use_case, asset): config for use_case in use_case_names()
+            for asset, config in per_asset.items()}
 
 
 # What the steps import. Forked from a server that imported them once per run, a step starts

@@ -16,15 +16,31 @@ BATCH_PREDICTIONS = "batch_predictions"
 TRITON_MODEL_REPOSITORY = "triton_model_repository"
 TRITON_ENDPOINT = "triton_endpoint"
 
+
+
+def op_name(use_case: str, asset: str) -> str:
+    """The step (op) of a use case's asset: its run config key and step key."""
+    return f"{use_case}__{asset}"
+
+
+def model_job(use_case: str) -> str:
+    """The job of a use case's chain up to the live endpoint."""
+    return f"{use_case}_model_job"
+
+
+def selection(use_case: str, *assets: str) -> str:
+    """The `dagster asset materialize --select` string of a use case's assets."""
+    return ",".join(f"{use_case}/{asset}" for asset in assets)
+
+
 # what one run of the whole graph (and a retrain) materializes
 MODEL_GRAPH = (TRAINING_FEATURES, HYPERPARAMETER_SEARCH, TRAINED_MODEL, EVALUATION_REPORT,
                REGISTERED_MODEL, DEPLOYED_ENDPOINT)
 RETRAIN_ASSETS = (TRAINING_FEATURES, TRAINED_MODEL, EVALUATION_REPORT, REGISTERED_MODEL)
 
-# the blocking data contracts on the source assets: nothing is joined or trained past a breach
+# the blocking data contracts on churn's source assets (each source's: "{source}_contract")
 ACTIVITY_CONTRACT = "customer_activity_contract"
 LABELS_CONTRACT = "churn_labels_contract"
-CONTRACTS = ((CUSTOMER_ACTIVITY, ACTIVITY_CONTRACT), (CHURN_LABELS, LABELS_CONTRACT))
 
 # the blocking promotion gate on evaluation_report (monitoring's checks: monitoring/statistics)
 BEATS_BASELINE = "beats_baseline"
@@ -36,7 +52,7 @@ REGISTERED_LLM = "registered_llm"
 LLM_ENDPOINT = "llm_endpoint"
 LLM_MONITORING = "llm_monitoring"
 
-CHURN_MODEL_JOB = "churn_model_job"
+CHURN_MODEL_JOB = "churn_model_job"  # each use case's: "{use_case}_model_job"
 PROMOTE_MODEL_JOB = "promote_model"
 
 TRIGGER_TAG = "ml_assets/trigger"  # what started a run: retrain, prediction_log, ...

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ml_assets import names, schema
+from ml_assets import names, use_case
 from ml_assets.cli.ray_cluster import ray_env, ray_up
 from ml_assets.cli.tenants import tenant_add
 from ml_assets.data import churn_data
@@ -24,7 +24,7 @@ def materialize(settings: Settings, tenant: Tenant, ray_address: str,
     dagster = str(Path(sys.executable).with_name("dagster"))
     if select is None:
         command = [dagster, "job", "execute", "-m", "ml_assets.definitions",
-                   "-j", names.CHURN_MODEL_JOB,
+                   "-j", names.model_job(tenant.use_case),
                    "--tags", json.dumps({"dagster/partition": tenant.key})]
     else:
         command = [dagster, "asset", "materialize", "-m", "ml_assets.definitions",
@@ -59,10 +59,10 @@ def summary(settings: Settings, tenant: Tenant, token: str | None = None) -> str
     url = resources["serve_endpoint"].url(tenant)
     row = input_example(f"models:/{latest.name}/{latest.version}")[0]
     body = json.dumps({"rows": [row]})
-    customers = pd.read_parquet(resources["feast"].activity_path(tenant),
-                                columns=[schema.ENTITY])
-    by_id = json.dumps({"customer_ids": sorted(
-        int(c) for c in customers[schema.ENTITY].unique()[:2])})
+    declared = use_case.load(tenant.use_case)
+    entities = pd.read_parquet(resources["feast"].source_path(
+        tenant, declared, declared.feature_views[0].name), columns=[declared.key])
+    by_id = json.dumps({"keys": sorted(entities[declared.key].unique()[:2].tolist())})
     key = token or "$ML_ASSETS_KEY"
     auth = f"-H 'authorization: Bearer {key}'" if token else f'-H "authorization: Bearer {key}"'
     return "\n".join([
@@ -96,15 +96,18 @@ def _demo(settings: Settings, args: argparse.Namespace) -> str:
 def _deploy(settings: Settings, args: argparse.Namespace) -> str:
     tenant = Tenant(args.tenant)
     if args.engine is None:  # the route keeps its engine
-        materialize(settings, tenant, ray_up(settings), select=names.DEPLOYED_ENDPOINT)
+        materialize(settings, tenant, ray_up(settings),
+                    select=names.selection(tenant.use_case, names.DEPLOYED_ENDPOINT))
         return f"tenant {tenant.key}: deployed what its registry stages say"
     if args.engine == "triton":
         from ml_assets.cli.triton import triton_up
 
         triton_up(settings)
-    config = {"ops": {names.TRITON_ENDPOINT: {"config": {"engine": args.engine}}}}
+    step = names.op_name(tenant.use_case, names.TRITON_ENDPOINT)
+    config = {"ops": {step: {"config": {"engine": args.engine}}}}
     materialize(settings, tenant, ray_up(settings), config=config,
-                select=f"{names.DEPLOYED_ENDPOINT},{names.TRITON_ENDPOINT}")
+                select=names.selection(tenant.use_case, names.DEPLOYED_ENDPOINT,
+                                       names.TRITON_ENDPOINT))
     return f"tenant {tenant.key}: deployed, its production route scored by {args.engine}"
 
 

@@ -9,13 +9,9 @@ from ml_assets.defs.scope import key
 from ml_assets.use_case import UseCase
 
 
-def model_job_name(use_case: str) -> str:
-    return f"{use_case}_model_job"
-
-
 def build(use_case: UseCase) -> list:
     return [dg.define_asset_job(
-        model_job_name(use_case.name),
+        names.model_job(use_case.name),
         # the lifecycle up to the live endpoint; batch scoring and the Triton export need a
         # Production version (a promotion decision), monitoring runs on its own schedule
         # and the source files' contracts, which block the join when they fail

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml_assets.schema import FEATURES
-
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -63,27 +61,29 @@ def column_profile(values: np.ndarray, rng: np.random.Generator) -> dict[str, An
 
 def reference_profile(features: pd.DataFrame, predictions: np.ndarray,
                       seed: int = 0) -> dict[str, Any]:
-    """The profile logged with a model version: its training rows' features and its own
-    predictions on them, so monitoring never re-reads training data."""
-    missing = [name for name in FEATURES if name not in features.columns]
-    if missing:
-        raise ProfileError(f"reference rows lack features {missing}")
+    """The profile logged with a model version: its training rows' features (every column of
+    `features`: the use case's features) and its own predictions on them, so monitoring never
+    re-reads training data."""
+    if not len(features.columns):
+        raise ProfileError("reference rows have no feature columns")
     if len(predictions) != len(features):
         raise ProfileError(f"{len(predictions)} predictions for {len(features)} rows")
     rng = np.random.default_rng(seed)
     return {
         "format": PROFILE_FORMAT,
         "rows": len(features),
-        "features": {name: column_profile(features[name].to_numpy(), rng) for name in FEATURES},
+        "features": {name: column_profile(features[name].to_numpy(), rng)
+                     for name in features.columns},
         "prediction": column_profile(np.asarray(predictions), rng),
     }
 
 
-def validate_profile(profile: dict[str, Any]) -> dict[str, Any]:
+def validate_profile(profile: dict[str, Any], features: list[str]) -> dict[str, Any]:
+    """The profile, if it has the format and every one of the use case's `features`."""
     if profile.get("format") != PROFILE_FORMAT:
         raise ProfileError(f"reference profile format {profile.get('format')!r}, "
                            f"expected {PROFILE_FORMAT}")
-    missing = [name for name in FEATURES if name not in profile.get("features", {})]
+    missing = [name for name in features if name not in profile.get("features", {})]
     if missing or "prediction" not in profile:
         raise ProfileError(f"reference profile lacks columns {missing or ['prediction']}")
     return profile

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml_assets import use_case
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.registry import stages
 from ml_assets.schema import FEATURES
@@ -38,7 +39,8 @@ def load_profile(mlflow: MlflowRegistry, tenant: Tenant, version: str) -> dict[s
                                                       directory)
         except (MlflowException, OSError):
             return None
-        return monitoring.validate_profile(json.loads(Path(path).read_text()))
+        features = use_case.load(tenant.use_case).features
+        return monitoring.validate_profile(json.loads(Path(path).read_text()), features)
 
 
 def newest_version(table: pa.Table, route: str) -> str | None:

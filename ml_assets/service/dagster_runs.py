@@ -16,7 +16,6 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 from ml_assets import names
 from ml_assets.tenants import Tenant
 
-JOB = names.CHURN_MODEL_JOB
 PARTITION_TAG = "dagster/partition"
 IDEMPOTENCY_TAG = "ml_assets/idempotency_key"
 REQUEST_TAG = "ml_assets/request_sha256"
@@ -133,11 +132,13 @@ class DagsterRuns:
         """Launch the training job for the tenant's partition with the given `trained_model`
         config. With an idempotency key, a repeat of the same request returns the first run;
         the key is scoped to the API key, and reusing it for another body is refused."""
-        run_config = {"ops": {names.TRAINED_MODEL: {"config": trained_model_config}}}
+        step = names.op_name(tenant.use_case, names.TRAINED_MODEL)
+        job = names.model_job(tenant.use_case)
+        run_config = {"ops": {step: {"config": trained_model_config}}}
         request_sha = _sha256(tenant.key, json.dumps(run_config, sort_keys=True))
         tags = {PARTITION_TAG: tenant.key, API_KEY_TAG: api_key_id, REQUEST_TAG: request_sha}
         if idempotency_key is None:
-            return Launch(self._submit(run_config, tags), created=True)
+            return Launch(self._submit(job, run_config, tags), created=True)
         scoped = _sha256(api_key_id, tenant.key, idempotency_key)
         # The tag lookup spans restarts and other replicas' past launches; the lock closes the
         # window between lookup and launch for concurrent retries reaching this process.
@@ -150,14 +151,14 @@ class DagsterRuns:
                         "Idempotency-Key was already used with a different request body "
                         f"(run {first.run_id}); use a new key for a new experiment")
                 return Launch(first, created=False)
-            return Launch(self._submit(run_config, {**tags, IDEMPOTENCY_TAG: scoped}),
+            return Launch(self._submit(job, run_config, {**tags, IDEMPOTENCY_TAG: scoped}),
                           created=True)
 
-    def _submit(self, run_config: dict[str, Any], tags: dict[str, str]) -> Run:
+    def _submit(self, job: str, run_config: dict[str, Any], tags: dict[str, str]) -> Run:
         try:
-            run_id = self.client.submit_job_execution(JOB, run_config=run_config, tags=tags)
+            run_id = self.client.submit_job_execution(job, run_config=run_config, tags=tags)
         except DagsterGraphQLClientError as exc:
-            raise DagsterUnavailable(f"launching {JOB} failed: {exc}") from exc
+            raise DagsterUnavailable(f"launching {job} failed: {exc}") from exc
         run = self.run(run_id)
         if run is None:
             raise DagsterUnavailable(f"Dagster launched run {run_id} but does not find it")

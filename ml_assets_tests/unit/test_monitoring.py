@@ -150,14 +150,14 @@ def test_bad_profiles_are_refused_before_any_check():
     with pytest.raises(monitoring.ProfileError, match="99 predictions for 100 rows"):
         monitoring.reference_profile(rows, np.zeros(99))
     with pytest.raises(monitoring.ProfileError, match="format"):
-        monitoring.validate_profile({"format": 0})
+        monitoring.validate_profile({"format": 0}, FEATURES)
 
 
 def test_profile_describes_the_reference_rows():
     rows = synthetic_log.feature_rows("acme", 8000, 1)
     rows.loc[:799, "nps_score"] = np.nan
     predictions = synthetic_log.predictions(8000, 2)
-    profile = monitoring.validate_profile(monitoring.reference_profile(rows, predictions))
+    profile = monitoring.validate_profile(monitoring.reference_profile(rows, predictions), FEATURES)
     nps = profile["features"]["nps_score"]
     assert nps["count"] == 7200 and nps["null_fraction"] == pytest.approx(0.1)
     assert nps["mean"] == pytest.approx(rows["nps_score"].mean())

@@ -186,8 +186,8 @@ def evaluation_report(
     client.log_text(run_id, markdown + "\n", "evaluation/report.md")
     client.log_image(run_id, _png_image(png),
                      "evaluation/roc.png" if use_case.binary else f"evaluation/{plot_name}.png")
-    for key, value in candidate.items():
-        client.log_metric(run_id, f"holdout_{key}", value)
+    for metric_name, value in candidate.items():
+        client.log_metric(run_id, f"holdout_{metric_name}", value)
 
     yield dg.Output(
         report,

@@ -7,14 +7,14 @@ import pandas as pd
 from pydantic import Field
 
 from ml_assets import names
+from ml_assets.defs.features.assets import TIMESTAMP
 from ml_assets.defs.partitions import tenant_partitions
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.registry import actions
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.defs.features.assets import TIMESTAMP
-from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.tenants import Tenant
 from ml_assets.use_case import UseCase, load
 

@@ -42,7 +42,8 @@ def triton_model_repository(
     name = tenant.registered_model_name
     onnx_key = f"triton/{name}/{version}/model.onnx"
     object_store.put_bytes(tenant, onnx_key, export_onnx(model))
-    object_store.put_bytes(tenant, f"triton/{name}/config.pbtxt", triton_config(name, features).encode())
+    config = triton_config(name, features)
+    object_store.put_bytes(tenant, f"triton/{name}/config.pbtxt", config.encode())
     repository = object_store.uri(tenant, "triton")
     return dg.Output(
         {"repository": repository, "model_name": name, "version": version,

@@ -4,8 +4,8 @@
 import dagster as dg
 import pandas as pd
 
-from ml_assets.data.versions import content_hash
 from ml_assets import names
+from ml_assets.data.versions import content_hash
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import inputs, tenant_of, use_case_of
 from ml_assets.events import EventType
@@ -15,9 +15,9 @@ from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
 from ml_assets.tenants import Tenant
-from ml_assets.use_case import UseCase
 from ml_assets.training.config import ExperimentConfig
 from ml_assets.training.progress import streamed_lines
+from ml_assets.use_case import UseCase
 
 MODEL_TYPE = "pytorch-mlp"
 MODEL_ARTIFACT = "model"

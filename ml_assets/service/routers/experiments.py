@@ -76,7 +76,8 @@ def get_run(run_id: uuid.UUID,
         raise HTTPException(404, "this tenant has no such run")
     with upstream("MLflow"):
         experiment_id, mlflow_run = _mlflow_run_of(svc, caller.tenant, run)
-    config = run.run_config.get("ops", {}).get(names.TRAINED_MODEL, {}).get("config")
+    step = names.op_name(caller.tenant.use_case, names.TRAINED_MODEL)
+    config = run.run_config.get("ops", {}).get(step, {}).get("config")
     return RunStatus(
         tenant=caller.tenant.key, run_id=run.run_id, job=run.job, status=run.status,
         created_at=_time(run.created), started_at=_time(run.started), ended_at=_time(run.ended),
