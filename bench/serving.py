@@ -114,7 +114,8 @@ def serve_worker(state: str, port: int, settings_overrides: dict[str, str]) -> N
     closes."""
     import dagster as dg
 
-    from ml_assets.defs.serving.assets import deployed_endpoint
+    from ml_assets_testing.chain import chain
+    deployed_endpoint = chain().asset("deployed_endpoint")
     from ml_assets.resources import build_resources
 
     settings = load_settings({"ML_ASSETS_STATE_DIR": state, "ML_ASSETS_SERVE_PORT": str(port),

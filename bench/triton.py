@@ -112,8 +112,10 @@ def serve_worker(state: str, port: int, triton_url: str) -> None:
     stdin names the engine to route to next (an empty one ends it)."""
     import dagster as dg
 
-    from ml_assets.defs.serving.assets import deployed_endpoint
-    from ml_assets.defs.serving.triton_endpoint import triton_endpoint
+    from ml_assets_testing.chain import chain
+    deployed_endpoint = chain().asset("deployed_endpoint")
+    from ml_assets_testing.chain import chain
+    triton_endpoint = chain().asset("triton_endpoint")
     from ml_assets.resources import build_resources
 
     settings = load_settings({"ML_ASSETS_STATE_DIR": state, "ML_ASSETS_SERVE_PORT": str(port),

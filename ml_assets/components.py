@@ -33,33 +33,38 @@ class UseCaseComponent(dg.Component, dg.Model, dg.Resolvable):
         return use_case.UseCase.model_validate(self.model_dump())
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from ml_assets.defs import jobs
-        from ml_assets.defs.evaluation import assets as evaluation
-        from ml_assets.defs.features import assets as features
-        from ml_assets.defs.features import contracts
-        from ml_assets.defs.monitoring import assets as monitoring
-        from ml_assets.defs.monitoring import compaction
-        from ml_assets.defs.monitoring import sensors as monitoring_sensors
-        from ml_assets.defs.registry import assets as registry
-        from ml_assets.defs.serving import assets as serving
-        from ml_assets.defs.serving import batch, triton, triton_endpoint
-        from ml_assets.defs.training import assets as training
-        from ml_assets.defs.training import search_assets
-
         declared = self.use_case  # a bad declaration fails the code location, naming the field
         if declared != use_case.load(declared.name):
             raise ValueError(f"use case {declared.name!r} must be declared in "
                              f"{use_case.declaration_path(declared.name)}")
-        built = [definition for module in (
-            features, contracts, search_assets, training, evaluation, registry, serving, batch,
-            triton, triton_endpoint, monitoring, compaction, monitoring_sensors, jobs)
-            for definition in module.build(declared)]
-        return dg.Definitions(
-            # an AssetChecksDefinition is an AssetsDefinition too
-            assets=[d for d in built if isinstance(d, dg.AssetsDefinition | dg.AssetSpec)
-                    and not isinstance(d, dg.AssetChecksDefinition)],
-            asset_checks=[d for d in built if isinstance(d, dg.AssetChecksDefinition)],
-            sensors=[d for d in built if isinstance(d, dg.SensorDefinition)],
-            schedules=[d for d in built if isinstance(d, dg.ScheduleDefinition)],
-            jobs=[d for d in built if isinstance(d, UnresolvedAssetJobDefinition)],
-        )
+        return build_chain(declared)
+
+
+def build_chain(declared: use_case.UseCase) -> dg.Definitions:
+    """Every asset, check, sensor, schedule and job of the use case's chain."""
+    from ml_assets.defs import jobs
+    from ml_assets.defs.evaluation import assets as evaluation
+    from ml_assets.defs.features import assets as features
+    from ml_assets.defs.features import contracts
+    from ml_assets.defs.monitoring import assets as monitoring
+    from ml_assets.defs.monitoring import compaction
+    from ml_assets.defs.monitoring import sensors as monitoring_sensors
+    from ml_assets.defs.registry import assets as registry
+    from ml_assets.defs.serving import assets as serving
+    from ml_assets.defs.serving import batch, triton, triton_endpoint
+    from ml_assets.defs.training import assets as training
+    from ml_assets.defs.training import search_assets
+
+    built = [definition for module in (
+        features, contracts, search_assets, training, evaluation, registry, serving, batch,
+        triton, triton_endpoint, monitoring, compaction, monitoring_sensors, jobs)
+        for definition in module.build(declared)]
+    return dg.Definitions(
+        # an AssetChecksDefinition is an AssetsDefinition too
+        assets=[d for d in built if isinstance(d, dg.AssetsDefinition | dg.AssetSpec)
+                and not isinstance(d, dg.AssetChecksDefinition)],
+        asset_checks=[d for d in built if isinstance(d, dg.AssetChecksDefinition)],
+        sensors=[d for d in built if isinstance(d, dg.SensorDefinition)],
+        schedules=[d for d in built if isinstance(d, dg.ScheduleDefinition)],
+        jobs=[d for d in built if isinstance(d, UnresolvedAssetJobDefinition)],
+    )

@@ -110,12 +110,18 @@ MLFLOW_BUCKET = "mlflow-artifacts"
 
 
 def graph_assets() -> list[dg.AssetsDefinition]:
-    from ml_assets.defs.evaluation.assets import evaluation_report
-    from ml_assets.defs.features.assets import training_features
-    from ml_assets.defs.registry.assets import registered_model
-    from ml_assets.defs.serving.assets import deployed_endpoint
-    from ml_assets.defs.training.assets import trained_model
-    from ml_assets.defs.training.search_assets import hyperparameter_search
+    from ml_assets_testing.chain import chain
+    evaluation_report = chain().asset("evaluation_report")
+    from ml_assets_testing.chain import chain
+    training_features = chain().asset("training_features")
+    from ml_assets_testing.chain import chain
+    registered_model = chain().asset("registered_model")
+    from ml_assets_testing.chain import chain
+    deployed_endpoint = chain().asset("deployed_endpoint")
+    from ml_assets_testing.chain import chain
+    trained_model = chain().asset("trained_model")
+    from ml_assets_testing.chain import chain
+    hyperparameter_search = chain().asset("hyperparameter_search")
 
     return [training_features, hyperparameter_search, trained_model, evaluation_report,
             registered_model, deployed_endpoint]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from ml_assets.defs.monitoring.assets import model_monitoring
 from ml_assets.defs.training.sensors import retrain_sensor
 from ml_assets.events import EventType, read_events
 from ml_assets.monitoring import liveness, realized
@@ -20,9 +19,12 @@ from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.serving import prediction_log
 from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
+from ml_assets_testing.chain import chain
 from ml_assets_testing.models import log_untrained_models, register
 from ml_assets_testing.synthetic_log import LogSpec
 from ml_assets_tests.conftest import postgres_instance, server_path_resources
+
+model_monitoring = chain().asset("model_monitoring")
 
 DRIFTING, STEADY = Tenant("drifting"), Tenant("steady")
 BUCKET = "ml-assets-monitoring"

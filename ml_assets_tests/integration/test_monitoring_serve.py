@@ -9,8 +9,6 @@ import pytest
 
 from ml_assets import schema
 from ml_assets.data import churn_data
-from ml_assets.defs.monitoring.assets import model_monitoring
-from ml_assets.defs.serving.assets import deployed_endpoint
 from ml_assets.defs.training.sensors import retrain_sensor
 from ml_assets.events import EventType
 from ml_assets.monitoring import statistics as monitoring
@@ -19,7 +17,11 @@ from ml_assets.registry import stages
 from ml_assets.registry.actions import register_version
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.tenants import Tenant
+from ml_assets_testing.chain import chain
 from ml_assets_testing.models import lineage_tags, log_untrained_models
+
+model_monitoring = chain().asset("model_monitoring")
+deployed_endpoint = chain().asset("deployed_endpoint")
 
 DRIFTED, STEADY = Tenant("wayne"), Tenant("stark")
 SPEC = churn_data.ChurnDataSpec(customers=500)

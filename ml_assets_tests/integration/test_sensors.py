@@ -11,7 +11,6 @@ from mlflow import MlflowClient
 from ml_assets import schema
 from ml_assets.data import churn_data
 from ml_assets.defs.registry.sensors import OBSERVER, mlflow_stage_change_sensor
-from ml_assets.defs.serving.assets import deployed_endpoint
 from ml_assets.defs.tenancy.sensors import tenant_partitions_sensor, tenants_in_file
 from ml_assets.defs.training.sensors import retrain_sensor
 from ml_assets.names import MODEL_MONITORING, REASON_TAG, TRIGGER_TAG
@@ -23,7 +22,10 @@ from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.retrain import RetrainPolicy
 from ml_assets.serving.app import VERSION_HEADER
 from ml_assets.tenants import Tenant
+from ml_assets_testing.chain import chain
 from ml_assets_testing.models import two_versions
+
+deployed_endpoint = chain().asset("deployed_endpoint")
 
 INITECH = Tenant("initech")
 

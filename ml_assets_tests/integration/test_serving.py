@@ -14,7 +14,6 @@ import pytest
 
 from ml_assets import schema
 from ml_assets.data import churn_data
-from ml_assets.defs.serving.assets import deployed_endpoint
 from ml_assets.events import EventType, Outbox
 from ml_assets.registry import stages
 from ml_assets.serving import prediction_log
@@ -22,7 +21,10 @@ from ml_assets.serving.client import post_json
 from ml_assets.serving.prediction_log import CANARY_ROUTE, PRODUCTION_ROUTE
 from ml_assets.serving.routing import ROUTE_HEADER, VERSION_HEADER, Route, get_route, set_route
 from ml_assets.tenants import Tenant
+from ml_assets_testing.chain import chain
 from ml_assets_testing.models import two_versions
+
+deployed_endpoint = chain().asset("deployed_endpoint")
 
 CANARIED, PLAIN = Tenant("soylent"), Tenant("vandelay")
 SPEC = churn_data.ChurnDataSpec(customers=200)
@@ -219,7 +221,8 @@ def test_batch_predictions_equal_online_predictions_for_the_same_rows(predict, s
                                                                       resources):
     import pyarrow.dataset as ds
 
-    from ml_assets.defs.serving.batch import batch_predictions
+    from ml_assets_testing.chain import chain
+    batch_predictions = chain().asset("batch_predictions")
 
     result = materialize_one(batch_predictions, instance, resources, PLAIN)
     assert result.success
@@ -238,8 +241,10 @@ def test_batch_predictions_equal_online_predictions_for_the_same_rows(predict, s
 
 
 def test_a_tenant_without_production_gets_no_batch_or_triton_export(instance, resources):
-    from ml_assets.defs.serving.batch import batch_predictions
-    from ml_assets.defs.serving.triton import triton_model_repository
+    from ml_assets_testing.chain import chain
+    batch_predictions = chain().asset("batch_predictions")
+    from ml_assets_testing.chain import chain
+    triton_model_repository = chain().asset("triton_model_repository")
 
     instance.add_dynamic_partitions("tenant", ["cyberdyne"])
     for asset in (batch_predictions, triton_model_repository):
@@ -254,7 +259,9 @@ def test_triton_repository_onnx_matches_torch(served, instance, resources):
     import onnxruntime
     import torch
 
-    from ml_assets.defs.serving.triton import INPUT, triton_model_repository
+    from ml_assets.defs.serving.triton import INPUT
+    from ml_assets_testing.chain import chain
+    triton_model_repository = chain().asset("triton_model_repository")
 
     result = materialize_one(triton_model_repository, instance, resources, PLAIN)
     assert result.success

@@ -13,8 +13,6 @@ import pytest
 
 from ml_assets import schema
 from ml_assets.data import churn_data
-from ml_assets.defs.serving.assets import deployed_endpoint
-from ml_assets.defs.serving.triton_endpoint import triton_endpoint
 from ml_assets.events import EventType, Outbox
 from ml_assets.registry import stages
 from ml_assets.serving import prediction_log
@@ -28,8 +26,12 @@ from ml_assets.serving.routing import (
 )
 from ml_assets.serving.triton import TritonRepository, model_name
 from ml_assets.tenants import Tenant
+from ml_assets_testing.chain import chain
 from ml_assets_testing.models import two_versions
 from ml_assets_testing.servers import free_port
+
+deployed_endpoint = chain().asset("deployed_endpoint")
+triton_endpoint = chain().asset("triton_endpoint")
 
 WONKA, STARK = Tenant("wonka"), Tenant("stark")
 SPEC = churn_data.ChurnDataSpec(customers=200)

@@ -5,10 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets.defs.features.assets import FeatureSplitConfig, assign_splits, training_features
+from ml_assets.defs.features.assets import FeatureSplitConfig, assign_splits
 from ml_assets.resources.feast import FeastStore
 from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 from ml_assets.tenants import Tenant
+from ml_assets_testing.chain import chain
+
+training_features = chain().asset("training_features")
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 DAY = pd.Timedelta(days=1)

@@ -8,16 +8,13 @@ import pyarrow as pa
 import pytest
 
 from ml_assets import names
-from ml_assets.defs.monitoring.compaction import (
-    prediction_log_compaction,
-    prediction_log_compaction_schedule,
-)
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.prediction_log import PredictionLogPolicy
 from ml_assets.serving import prediction_log
 from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
+from ml_assets_testing.chain import chain
 
 ACME = Tenant("acme")
 
@@ -64,7 +61,7 @@ def test_the_hourly_schedule_asks_one_run_per_tenant():
         at = datetime(2026, 3, 1, 5, 10, tzinfo=UTC)
         with dg.build_schedule_context(instance=instance,
                                        scheduled_execution_time=at) as context:
-            requests = prediction_log_compaction_schedule(context)
+            requests = chain().schedule("prediction_log_compaction_schedule")(context)
     assert [(r.partition_key, r.run_key) for r in requests] == [
         ("acme", "acme:2026-03-01T05"), ("globex", "globex:2026-03-01T05")]
 
@@ -80,7 +77,7 @@ def test_the_asset_compacts_closed_hours_and_expires_old_days(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", [ACME.key])
         result = dg.materialize(
-            [prediction_log_compaction], instance=instance, partition_key=ACME.key,
+            [chain().asset("prediction_log_compaction")], instance=instance, partition_key=ACME.key,
             resources={"object_store": store,
                        "prediction_log_policy": PredictionLogPolicy(retention_days=30)})
     assert result.success

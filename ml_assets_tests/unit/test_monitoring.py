@@ -194,7 +194,9 @@ def test_new_log_files_request_monitoring_for_their_tenant_only(tmp_path):
 
     import dagster as dg
 
-    from ml_assets.defs.monitoring.sensors import newest_log_file, prediction_log_sensor
+    from ml_assets.defs.monitoring.sensors import newest_log_file
+    from ml_assets_testing.chain import chain
+    prediction_log_sensor = chain().sensor("prediction_log_sensor")
     from ml_assets.resources.object_store import ObjectStore
 
     store = ObjectStore(root=str(tmp_path))

@@ -5,7 +5,10 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ml_assets import names
-from ml_assets.defs.monitoring.sensors import monitoring_schedule
+from ml_assets_testing.chain import chain
+
+monitoring_schedule = chain().schedule("monitoring_schedule")
+
 
 
 def test_the_schedule_monitors_each_deployed_tenant_once_per_tick():
