@@ -15,8 +15,11 @@ import pytest
 from ml_assets.data import churn_data
 from ml_assets.schema import FEATURES, LABEL
 from ml_assets.tenants import Tenant
+from ml_assets_testing.chain import chain
 from ml_assets_testing.servers import S3_KEYS, s3_store
 
+training_features, trained_model, hyperparameter_search = (chain().asset(name) for name in (
+    "training_features", "trained_model", "hyperparameter_search"))
 SPEC = churn_data.ChurnDataSpec(customers=400)
 BUCKET = "ml-assets-recovery"
 
@@ -66,18 +69,11 @@ DRIVER = """
 import json, os, sys
 import dagster as dg
 from ml_assets_testing.chain import chain
-from ml_assets_testing.chain import chain
-from ml_assets_testing.chain import chain
+training_features, trained_model, hyperparameter_search = (chain().asset(name) for name in (
+    "training_features", "trained_model", "hyperparameter_search"))
 from ml_assets.resources import build_resources
 from ml_assets.settings import load_settings
 from ml_assets_testing.servers import s3_store
-
-training_features = chain().asset("training_features")
-trained_model = chain().asset("trained_model")
-hyperparameter_search = chain().asset("hyperparameter_search")
-training_features = chain().asset("training_features")
-trained_model = chain().asset("trained_model")
-hyperparameter_search = chain().asset("hyperparameter_search")
 args = json.loads(sys.argv[1])
 resources = {**build_resources(load_settings(args["env"])),
              "object_store": s3_store(args["s3"], args["bucket"])}
