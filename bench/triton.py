@@ -114,7 +114,6 @@ def serve_worker(state: str, port: int, triton_url: str) -> None:
 
     from ml_assets_testing.chain import chain
     deployed_endpoint = chain().asset("deployed_endpoint")
-    from ml_assets_testing.chain import chain
     triton_endpoint = chain().asset("triton_endpoint")
     from ml_assets.resources import build_resources
 

@@ -110,21 +110,10 @@ MLFLOW_BUCKET = "mlflow-artifacts"
 
 
 def graph_assets() -> list[dg.AssetsDefinition]:
+    from ml_assets import names
     from ml_assets_testing.chain import chain
-    evaluation_report = chain().asset("evaluation_report")
-    from ml_assets_testing.chain import chain
-    training_features = chain().asset("training_features")
-    from ml_assets_testing.chain import chain
-    registered_model = chain().asset("registered_model")
-    from ml_assets_testing.chain import chain
-    deployed_endpoint = chain().asset("deployed_endpoint")
-    from ml_assets_testing.chain import chain
-    trained_model = chain().asset("trained_model")
-    from ml_assets_testing.chain import chain
-    hyperparameter_search = chain().asset("hyperparameter_search")
 
-    return [training_features, hyperparameter_search, trained_model, evaluation_report,
-            registered_model, deployed_endpoint]
+    return [chain().asset(name) for name in names.MODEL_GRAPH]
 
 
 # a tiny space around values that train well, so the searched model still passes the gate

@@ -221,7 +221,6 @@ def test_batch_predictions_equal_online_predictions_for_the_same_rows(predict, s
                                                                       resources):
     import pyarrow.dataset as ds
 
-    from ml_assets_testing.chain import chain
     batch_predictions = chain().asset("batch_predictions")
 
     result = materialize_one(batch_predictions, instance, resources, PLAIN)
@@ -241,9 +240,7 @@ def test_batch_predictions_equal_online_predictions_for_the_same_rows(predict, s
 
 
 def test_a_tenant_without_production_gets_no_batch_or_triton_export(instance, resources):
-    from ml_assets_testing.chain import chain
     batch_predictions = chain().asset("batch_predictions")
-    from ml_assets_testing.chain import chain
     triton_model_repository = chain().asset("triton_model_repository")
 
     instance.add_dynamic_partitions("tenant", ["cyberdyne"])
@@ -260,7 +257,6 @@ def test_triton_repository_onnx_matches_torch(served, instance, resources):
     import torch
 
     from ml_assets.defs.serving.triton import INPUT
-    from ml_assets_testing.chain import chain
     triton_model_repository = chain().asset("triton_model_repository")
 
     result = materialize_one(triton_model_repository, instance, resources, PLAIN)
