@@ -124,7 +124,7 @@ def serve_worker(state: str, port: int, settings_overrides: dict[str, str]) -> N
         instance.add_dynamic_partitions("tenant", [TENANT.key])
         result = dg.materialize([deployed_endpoint], partition_key=TENANT.key, instance=instance,
                                 resources=build_resources(settings))
-    print(json.dumps(result.output_for_node("deployed_endpoint")), flush=True)
+    print(json.dumps(result.output_for_node("churn__deployed_endpoint")), flush=True)
     sys.stdin.read()
 
 

@@ -126,8 +126,8 @@ def serve_worker(state: str, port: int, triton_url: str) -> None:
         while engine:
             result = dg.materialize(assets, partition_key=TENANT.key, instance=instance,
                                     resources=resources, run_config={"ops": {
-                                        "triton_endpoint": {"config": {"engine": engine}}}})
-            print(json.dumps(result.output_for_node("triton_endpoint")), flush=True)
+                                        "churn__triton_endpoint": {"config": {"engine": engine}}}})
+            print(json.dumps(result.output_for_node("churn__triton_endpoint")), flush=True)
             assets, engine = [triton_endpoint], sys.stdin.readline().strip()
 
 

@@ -123,9 +123,9 @@ SEARCH = {"enabled": True, "num_samples": 6, "max_epochs": 4, "grace_period": 1,
 
 
 def run_config(search: bool = False, **trained_model: object) -> dict:
-    ops = {"trained_model": {"config": {"epochs": EPOCHS, **trained_model}}}
+    ops = {"churn__trained_model": {"config": {"epochs": EPOCHS, **trained_model}}}
     if search:
-        ops["hyperparameter_search"] = {"config": SEARCH}
+        ops["churn__hyperparameter_search"] = {"config": SEARCH}
     return {"ops": ops}
 
 
@@ -163,8 +163,8 @@ def graph(instance, resources, tenant_data, ray_cluster) -> dict[str, dict[str, 
         made[tenant] = {}
         for result in results:
             for event in result.get_asset_materialization_events():
-                key = event.asset_key.to_user_string()
-                made[tenant][key] = result.output_for_node(key)
+                key = event.asset_key.path[-1]  # churn/trained_model: step churn__trained_model
+                made[tenant][key] = result.output_for_node(event.step_key)
                 made[tenant][f"{key}.metadata"] = {
                     k: v.value for k, v in event.materialization.metadata.items()
                 }

@@ -31,8 +31,8 @@ def main(tenant: str, home: str) -> None:
         "ray_address": settings.ray_address,
         "gcs_address": ray.get_runtime_context().gcs_address,
         "cluster_cpus": ray.cluster_resources().get("CPU"),
-        "feature_rows": len(result.output_for_node("training_features")),
-        "trained_model": result.output_for_node("trained_model"),
+        "feature_rows": len(result.output_for_node("churn__training_features")),
+        "trained_model": result.output_for_node("churn__trained_model"),
     }
     sys.stdout.write(json.dumps(report) + "\n")
 

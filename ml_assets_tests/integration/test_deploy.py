@@ -480,15 +480,16 @@ def test_code_location_with_cluster_settings_runs_each_step_as_a_kubernetes_job(
     default = execution["step_k8s_config"]["container_config"]["resources"]
     assert default["requests"] == {"cpu": "500m", "memory": "2Gi"}
     steps = execution["per_step_k8s_config"]
-    # every override names an asset of the graph (a renamed asset would silently lose its size)
-    assert {"training_features", "trained_model", "deployed_endpoint"} <= set(steps)
-    assert set(steps) <= {key.to_user_string() for key in defs().resolve_all_asset_keys()}
-    training = steps["trained_model"]["container_config"]["resources"]
+    # every override names a step of the graph (a renamed asset would silently lose its size)
+    assert {"churn__training_features", "churn__trained_model",
+            "churn__deployed_endpoint"} <= set(steps)
+    assert set(steps) <= {"__".join(key.path) for key in defs().resolve_all_asset_keys()}
+    training = steps["churn__trained_model"]["container_config"]["resources"]
     assert training["requests"] == {"cpu": "1", "memory": "4Gi"}
-    for serving in ("deployed_endpoint", "triton_endpoint"):  # both set tenants' routes
+    for serving in ("churn__deployed_endpoint", "churn__triton_endpoint"):  # set routes
         serving_env = steps[serving]["container_config"]["env"]
         assert serving_env == [{"name": "RAY_ADDRESS", "value": "ml-serve-head-svc:6379"}]
-    assert "env" not in steps["trained_model"]["container_config"]  # training: RAY_ADDRESS
+    assert "env" not in steps["churn__trained_model"]["container_config"]
     # every step pod joins the Ray cluster at its RAY_ADDRESS before dagster runs the step
     for config in [execution["step_k8s_config"], *steps.values()]:
         command = config["container_config"]["command"]

@@ -196,9 +196,9 @@ def test_search_runs_trials_stops_some_early_and_feeds_training(graph, client):
 def test_auto_promote_puts_the_registered_version_in_production(graph, instance, resources):
     """registered_model alone, on the graph's trained model: no retraining needed."""
     result = materialize(instance, resources, "globex", selection=["registered_model"],
-                         config={"ops": {"registered_model": {"config": {
+                         config={"ops": {"churn__registered_model": {"config": {
                              "auto_promote": True}}}})
-    registered = result.output_for_node("registered_model")
+    registered = result.output_for_node("churn__registered_model")
     assert registered["stage"] == stages.PRODUCTION
     client = resources["mlflow"].client()
     production = stages.version_with_alias(client, Tenant("globex"), stages.PRODUCTION)

@@ -125,7 +125,7 @@ def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, se
     assert steady[monitoring.PREDICTION_DRIFT].metadata["rows"].value == 2000
 
     materialization = instance.get_latest_materialization_event(
-        dg.AssetKey(MODEL_MONITORING)).asset_materialization
+        dg.AssetKey(["churn", MODEL_MONITORING])).asset_materialization
     assert materialization.partition == STEADY.key
     assert {"throughput_rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
             "error_rate", "requests"} <= set(materialization.metadata)
@@ -144,7 +144,7 @@ def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, se
     result = tick(instance, cursor, resources, policy)
     assert [(r.partition_key, r.tags[REASON_TAG]) for r in result.run_requests] == [
         (DRIFTING.key, f"check {monitoring.PREDICTION_DRIFT} failed")]
-    assert {k.to_user_string() for k in result.run_requests[0].asset_selection} == set(
+    assert {k.path[-1] for k in result.run_requests[0].asset_selection} == set(
         RETRAIN_ASSETS)
     monitor(instance, resources, DRIFTING)  # still drifting: cooldown holds the next retrain
     assert tick(instance, result.cursor, resources, policy).run_requests == []
@@ -251,7 +251,7 @@ def test_a_new_staging_version_rolls_out_shadow_canary_steps_then_production(
     def step() -> str:
         monitor(instance, resources, rolled)
         materialized = instance.get_latest_materialization_event(
-            dg.AssetKey(MODEL_MONITORING)).asset_materialization
+            dg.AssetKey(["churn", MODEL_MONITORING])).asset_materialization
         return materialized.metadata["rollout_step"].value
 
     window(production, prediction_log.PRODUCTION_ROUTE, 500, 51)

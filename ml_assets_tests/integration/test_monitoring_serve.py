@@ -50,9 +50,9 @@ def serve_with_profile(instance, resources, settings, tenant: Tenant) -> str:
     for stage in (stages.STAGING, stages.PRODUCTION):
         stages.transition(client, events, tenant, version, stage, "test", "pytest")
     result = dg.materialize([deployed_endpoint], partition_key=tenant.key, instance=instance,
-                            resources=resources, run_config={"ops": {"deployed_endpoint": {
+                            resources=resources, run_config={"ops": {"churn__deployed_endpoint": {
                                 "config": {"canary_weight": 0, "smoke_requests": 1}}}})
-    return result.output_for_node("deployed_endpoint")["url"]
+    return result.output_for_node("churn__deployed_endpoint")["url"]
 
 
 def send_traffic(predict, url: str, tenant: Tenant, drift: float) -> None:

@@ -56,7 +56,7 @@ def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resour
                                   instance=instance, resources=server_resources,
                                   run_config=run_config)
 
-        url = deploy().output_for_node("deployed_endpoint")["url"]
+        url = deploy().output_for_node("churn__deployed_endpoint")["url"]
         sensor_resources = {"mlflow": mlflow, "events": events}
         first = tick(mlflow_stage_change_sensor, instance, None, **sensor_resources)
         assert first.run_requests == []  # the first tick learns what is deployed
@@ -68,7 +68,7 @@ def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resour
         assert len(second.run_requests) == 1
         request = second.run_requests[0]
         assert request.partition_key == INITECH.key
-        assert request.asset_selection == [dg.AssetKey("deployed_endpoint")]
+        assert request.asset_selection == [dg.AssetKey(["churn", "deployed_endpoint"])]
         assert json.loads(second.cursor)[INITECH.key][stages.PRODUCTION] == v2
         assert tick(mlflow_stage_change_sensor, instance, second.cursor,
                     **sensor_resources).run_requests == []
@@ -102,7 +102,7 @@ def touch_source(feast: FeastStore, key: str) -> None:
 def fail_check(instance, key: str, name: str = "feature_drift",
                severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> None:
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey(MODEL_MONITORING), check_name=name, passed=False,
+        asset_key=dg.AssetKey(["churn", MODEL_MONITORING]), check_name=name, passed=False,
         partition=key, severity=severity))
 
 
@@ -118,7 +118,7 @@ def test_retrain_on_new_source_data_once_per_cooldown(feast):
         assert [(r.partition_key, r.tags[REASON_TAG]) for r in second.run_requests] == [
             ("acme", "new source data")]
         assert second.run_requests[0].tags[TRIGGER_TAG] == "retrain"
-        assert {k.to_user_string() for k in second.run_requests[0].asset_selection} == {
+        assert {k.path[-1] for k in second.run_requests[0].asset_selection} == {
             "training_features", "trained_model", "evaluation_report", "registered_model"}
         assert tick(retrain_sensor, instance, second.cursor, feast=feast,
                     retrain_policy=policy).run_requests == []

@@ -61,7 +61,7 @@ def server_resources(settings, s3_endpoint, mlflow_server, broker, tmp_path_fact
 @pytest.fixture(scope="module")
 def server_run(dagster_postgres, server_resources, ray_cluster):
     result = materialize(dagster_postgres, server_resources, UMBRELLA.key)
-    return {key: result.output_for_node(key) for key in
+    return {key: result.output_for_node(f"churn__{key}") for key in
             ("training_features", "trained_model", "registered_model", "deployed_endpoint")}
 
 
@@ -71,7 +71,7 @@ def test_runs_and_materializations_live_in_postgres(server_run, dagster_postgres
     assert isinstance(dagster_postgres.run_storage, PostgresRunStorage)
     assert isinstance(dagster_postgres.event_log_storage, PostgresEventLogStorage)
     for key in ("training_features", "registered_model", "deployed_endpoint"):
-        event = dagster_postgres.get_latest_materialization_event(dg.AssetKey(key))
+        event = dagster_postgres.get_latest_materialization_event(dg.AssetKey(["churn", key]))
         assert event.dagster_event.partition == UMBRELLA.key
 
 

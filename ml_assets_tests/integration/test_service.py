@@ -250,7 +250,7 @@ def test_a_posted_experiment_becomes_a_run_of_the_tenant_partition_with_that_con
     run = dagster_instance.get_run_by_id(launched["run_id"])
     assert run.job_name == JOB
     assert run.tags[PARTITION_TAG] == ACME
-    posted = run.run_config["ops"]["trained_model"]["config"]
+    posted = run.run_config["ops"]["churn__trained_model"]["config"]
     assert {key: posted[key] for key in EXPERIMENT} == EXPERIMENT
     assert posted["batch_size"] == 64  # the model's default, filled in by the service
     assert launched["links"]["dagster_run"] == f"{api_settings.dagster_url}/runs/{run.run_id}"

@@ -33,7 +33,7 @@ SPEC = churn_data.ChurnDataSpec(customers=200)
 def deploy(instance, resources, tenant: Tenant, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize([deployed_endpoint], partition_key=tenant.key, instance=instance,
                           resources=resources,
-                          run_config={"ops": {"deployed_endpoint": {"config": config}}},
+                          run_config={"ops": {"churn__deployed_endpoint": {"config": config}}},
                           raise_on_error=False)
 
 
@@ -47,7 +47,7 @@ def served(instance, resources, settings, ray_cluster) -> dict[str, dict]:
         v1, v2 = two_versions(resources["mlflow"], resources["events"], tenant)
         result = deploy(instance, resources, tenant, canary_weight=weight)
         assert result.success
-        made[tenant.key] = {**result.output_for_node("deployed_endpoint"), "v1": v1, "v2": v2}
+        made[tenant.key] = {**result.output_for_node("churn__deployed_endpoint"), "v1": v1, "v2": v2}
     return made
 
 
@@ -225,7 +225,7 @@ def test_batch_predictions_equal_online_predictions_for_the_same_rows(predict, s
 
     result = materialize_one(batch_predictions, instance, resources, PLAIN)
     assert result.success
-    made = result.output_for_node("batch_predictions")
+    made = result.output_for_node("churn__batch_predictions")
     store = resources["object_store"]
     frame = ds.dataset(store.path(PLAIN, made["key"]), filesystem=store.filesystem(),
                        format="parquet").to_table().to_pandas()
@@ -261,7 +261,7 @@ def test_triton_repository_onnx_matches_torch(served, instance, resources):
 
     result = materialize_one(triton_model_repository, instance, resources, PLAIN)
     assert result.success
-    made = result.output_for_node("triton_model_repository")
+    made = result.output_for_node("churn__triton_model_repository")
     store, v1 = resources["object_store"], served[PLAIN.key]["v1"]
     name = PLAIN.registered_model_name
     assert made["version"] == v1
@@ -435,7 +435,7 @@ def test_stages_mean_access_production_route_staging_route_and_shadow(
     first, second = (register(registry, tenant, uri) for uri in
                      log_untrained_models(registry, [tenant.key], count=2)[tenant.key])
     stages.transition(client, events, tenant, first, stages.STAGING, "test", "pytest")
-    made = deploy(instance, resources, tenant).output_for_node("deployed_endpoint")
+    made = deploy(instance, resources, tenant).output_for_node("churn__deployed_endpoint")
     assert (made["version"], made["staging_version"], made["stage"]) == (
         None, first, stages.STAGING)
     status, _, body = predict(made["url"], {"rows": [row()]})
@@ -449,7 +449,7 @@ def test_stages_mean_access_production_route_staging_route_and_shadow(
     stages.transition(client, events, tenant, second, stages.STAGING, "test", "pytest")
     result = deploy(instance, resources, tenant, shadow=True)
     assert result.success
-    made = result.output_for_node("deployed_endpoint")
+    made = result.output_for_node("churn__deployed_endpoint")
     assert (made["version"], made["staging_version"], made["shadow"]) == (first, second, True)
     marker = row(77)
     for _ in range(3):

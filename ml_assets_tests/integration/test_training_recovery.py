@@ -38,7 +38,7 @@ def train(instance, resources, tenant: str, **config) -> dg.ExecuteInProcessResu
         [training_features, hyperparameter_search, trained_model], partition_key=tenant,
         instance=instance, resources=resources,
         # two DDP ranks on a CPU each: the suite's Ray cluster also holds Serve's replica
-        run_config={"ops": {"trained_model": {"config": {"num_workers": 2, "cpus_per_worker": 1,
+        run_config={"ops": {"churn__trained_model": {"config": {"num_workers": 2, "cpus_per_worker": 1,
                                                          **config}}}})
 
 
@@ -56,7 +56,7 @@ def test_a_worker_failure_resumes_from_the_last_checkpoint(recovery_resources, r
         result = train(instance, recovery_resources, "hooli", epochs=4,
                        fault_injection_epoch=2)
         assert result.success
-        trained = result.output_for_node("trained_model")
+        trained = result.output_for_node("churn__trained_model")
         assert "restored from checkpoint epoch_0001" in run_logs(instance, result)
     for key in ("val_loss", "val_roc_auc", "train_loss"):
         assert epochs_logged(recovery_resources, trained["run_id"], key) == [0, 1, 2, 3]
@@ -96,7 +96,7 @@ def test_a_driver_killed_mid_training_is_resumed_by_the_rerun(recovery_resources
     args = {"env": {"ML_ASSETS_STATE_DIR": str(settings.state_dir),
                     "RAY_ADDRESS": ray.get_runtime_context().gcs_address},
             "s3": s3_endpoint, "bucket": BUCKET, "tenant": tenant,
-            "run_config": {"ops": {"trained_model": {"config": config}}}}
+            "run_config": {"ops": {"churn__trained_model": {"config": config}}}}
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(args)],
                               env={**os.environ, **S3_KEYS, "RAY_AUTH_MODE": "token"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,14 +116,14 @@ def test_a_driver_killed_mid_training_is_resumed_by_the_rerun(recovery_resources
         result = train(instance, recovery_resources, tenant, **config)
         assert result.success
         logs = run_logs(instance, result)
-    trained = result.output_for_node("trained_model")
+    trained = result.output_for_node("churn__trained_model")
     assert "resuming MLflow run " + trained["run_id"] in logs
     assert "restored from checkpoint epoch_000" in logs
     history = recovery_resources["mlflow"].client().get_metric_history(trained["run_id"],
                                                                        "val_loss")
     assert sorted(m.step for m in history) == list(range(epochs))
     assert min(m.timestamp for m in history) < killed_at  # early epochs were not redone
-    made = result.asset_materializations_for_node("trained_model")[0].metadata
+    made = result.asset_materializations_for_node("churn__trained_model")[0].metadata
     assert made["epochs"].value == epochs  # the killed attempt's epochs count too
     log = recovery_resources["mlflow"].client().download_artifacts(trained["run_id"],
                                                                    "training_log.txt")

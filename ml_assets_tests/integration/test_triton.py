@@ -41,7 +41,7 @@ def deploy(instance, resources, tenant: Tenant, engine: str = TRITON,
            assets=(deployed_endpoint, triton_endpoint)) -> dg.ExecuteInProcessResult:
     return dg.materialize(list(assets), partition_key=tenant.key, instance=instance,
                           resources=resources, raise_on_error=False,
-                          run_config={"ops": {"triton_endpoint": {"config": {"engine": engine}}}})
+                          run_config={"ops": {"churn__triton_endpoint": {"config": {"engine": engine}}}})
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def on_triton(instance, resources, settings, ray_cluster, triton_server) -> dict
         v1, v2 = two_versions(resources["mlflow"], resources["events"], tenant)
         result = deploy(instance, resources, tenant)
         assert result.success, result.get_step_failure_events()
-        made[tenant.key] = {**result.output_for_node("triton_endpoint"), "v1": v1, "v2": v2}
+        made[tenant.key] = {**result.output_for_node("churn__triton_endpoint"), "v1": v1, "v2": v2}
     return made
 
 
@@ -165,7 +165,7 @@ def test_a_promotion_reloads_triton_without_dropping_a_request(
         # the stage-change sensor asks for both: a tenant on Triton is reloaded there
         (request,) = [r for r in tick(instance, first.cursor, sensor_resources).run_requests
                       if r.partition_key == tenant.key]
-        assert {k.to_user_string() for k in request.asset_selection} == {
+        assert {k.path[-1] for k in request.asset_selection} == {
             "deployed_endpoint", "triton_endpoint"}
         result = deploy(instance, resources, tenant)
         time.sleep(0.5)

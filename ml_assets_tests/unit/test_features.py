@@ -95,10 +95,10 @@ def test_training_features_asset_splits_by_time(feast, tmp_path):
             [training_features], partition_key=tenant.key, instance=instance,
             resources={"feast": feast,
                        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))},
-            run_config={"ops": {"training_features": {"config": {
+            run_config={"ops": {"churn__training_features": {"config": {
                 "validation_fraction": 0.25, "holdout_fraction": 0.25}}}},
         )
-    frame = result.output_for_node("training_features")
+    frame = result.output_for_node("churn__training_features")
     assert len(frame) == len(EXPECTED)
     train, holdout = frame[frame.split == "train"], frame[frame.split == "holdout"]
     assert train[TIMESTAMP].max() < holdout[TIMESTAMP].min()

@@ -81,7 +81,8 @@ def test_the_asset_compacts_closed_hours_and_expires_old_days(tmp_path):
             resources={"object_store": store,
                        "prediction_log_policy": PredictionLogPolicy(retention_days=30)})
     assert result.success
-    metadata = result.asset_materializations_for_node(names.PREDICTION_LOG_COMPACTION)[
+    metadata = result.asset_materializations_for_node(
+        names.op_name("churn", names.PREDICTION_LOG_COMPACTION))[
         0].metadata
     assert metadata["hours_compacted"].value == 1 and metadata["files_deleted"].value == 2
     assert metadata["days_expired"].value == f"{old:%Y-%m-%d}"

@@ -215,7 +215,7 @@ def test_new_log_files_request_monitoring_for_their_tenant_only(tmp_path):
         result = tick(None)
         assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
             (acme.key, f"{acme.key}:{first}")]
-        assert [k.to_user_string() for k in result.run_requests[0].asset_selection] == [
+        assert [k.path[-1] for k in result.run_requests[0].asset_selection] == [
             "model_monitoring"]
         assert tick(result.cursor).run_requests == []  # nothing new
         second = prediction_log.write(store, acme, records)
