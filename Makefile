@@ -57,7 +57,7 @@ demo: install  ## the whole graph for the demo tenant on embedded defaults, then
 dev: export ML_ASSETS_MLFLOW_UI_URL ?= http://127.0.0.1:5000
 dev: export ML_ASSETS_ALERTMANAGER_URL ?= http://127.0.0.1:9093
 dev: install engines alertmanager  ## Dagster UI :3000 (webserver + daemon: sensors run), ML Service API :8000, MLflow UI :5000, Alertmanager :9093, event consumers
-	$(BIN)/ml-assets tenant add demo
+	$(BIN)/ml-assets tenant add demo --generate
 	$(BIN)/ml-assets ray up
 	@echo "Dagster UI: http://127.0.0.1:3000   ML Service API: http://127.0.0.1:8000/docs   MLflow UI: $$ML_ASSETS_MLFLOW_UI_URL   Alertmanager: $$ML_ASSETS_ALERTMANAGER_URL"
 	@echo "Event consumers (audit, catalog, notification): logs in .ml_assets/logs/consumer-*.log"
