@@ -68,8 +68,8 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env.update(ML_ASSETS_STATE_DIR=str(state), DAGSTER_HOME=str(state / "dagster"),
                ML_ASSETS_MLFLOW_UI_URL=MLFLOW_UI, RAY_AUTH_MODE="token",
                ML_ASSETS_SERVE_PORT=str(free_port()))
-    subprocess.run([venv_bin("ml-assets"), "tenant", "add", TENANT, "--generate", "--customers", "1000"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run([venv_bin("ml-assets"), "tenant", "add", TENANT, "--generate",
+                    "--customers", "1000"], env=env, check=True, capture_output=True)
     port = free_port()
     log = (state / "dagster_dev.log").open("wb")
     server = subprocess.Popen(
