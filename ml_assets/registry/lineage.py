@@ -1,6 +1,6 @@
 """Verified lineage: a version is servable and promotable only if its model was logged by its
-own run, that run lives in the tenant's experiment, and the version carries the lineage the
-graph writes. A version made with the MLflow client from another tenant's run fails here.
+own run, that run lives in the tenant's experiment and trained the version's use case, and the
+version carries the lineage the graph writes. A version made with the MLflow client from another tenant's run fails here.
 
 Checked by every stage move into Staging or Production (so every promote path), the
 stage-change sensor, `deployed_endpoint` and the Serve replica before it loads a version."""
@@ -44,6 +44,11 @@ def problems(client: MlflowClient, tenant: Tenant, version: ModelVersion) -> lis
         return [f"its run {version.run_id} is not in the tenant's experiment "
                 f"{tenant.experiment_name!r}"]
     found = []
+    # runs before use cases carry no tag: they were churn's
+    trained_for = run.data.tags.get("use_case", "churn")
+    if trained_for != tenant.use_case:
+        found.append(f"its run {version.run_id} trained use case {trained_for!r}, not "
+                     f"{tenant.use_case!r}")
     if run.data.tags.get("data_version") != tags["data_version"]:
         found.append(f"data_version {tags['data_version']!r} is not its run's "
                      f"({run.data.tags.get('data_version')!r})")

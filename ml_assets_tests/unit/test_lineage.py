@@ -115,8 +115,23 @@ def test_forged_or_missing_lineage_is_named(state, attack, why):
         stages.transition(client, events, GLOBEX, version, stages.STAGING, "t", "mallory")
 
 
-def register_as(mlflow, uri: str, tags: dict) -> str:
-    return str(actions.register_version(mlflow, GLOBEX, uri, tags).version)
+def register_as(mlflow, uri: str, tags: dict, tenant: Tenant = GLOBEX) -> str:
+    return str(actions.register_version(mlflow, tenant, uri, tags).version)
+
+
+def test_the_tenants_own_run_of_another_use_case_is_refused(state):
+    """globex's churn run registered as globex's spend model: same tenant, same experiment,
+    complete tags, but the run trained another use case."""
+    mlflow, events, uris = state
+    client = mlflow.client()
+    spend = Tenant(GLOBEX.key, "spend")
+    own_run = client.get_logged_model(uris[GLOBEX.key].removeprefix("models:/")).source_run_id
+    tags = {"run_id": own_run, "data_version": "untrained", "dagster_run_id": "x"}
+    version = register_as(mlflow, uris[GLOBEX.key], tags, tenant=spend)
+    assert spend.registered_model_name == "globex-spend"
+    with pytest.raises(lineage.LineageError, match="trained use case 'churn', not 'spend'"):
+        stages.transition(client, events, spend, version, stages.STAGING, "t", "mallory")
+    assert stages.version_with_alias(client, spend, stages.STAGING) is None
 
 
 def test_an_alias_moved_in_mlflow_onto_a_refused_version_is_moved_back(state):
