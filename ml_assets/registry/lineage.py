@@ -1,6 +1,7 @@
 """Verified lineage: a version is servable and promotable only if its model was logged by its
 own run, that run lives in the tenant's experiment and trained the version's use case, and the
-version carries the lineage the graph writes. A version made with the MLflow client from another tenant's run fails here.
+version carries the lineage the graph writes. A version made with the MLflow client from another
+tenant's run fails here.
 
 Checked by every stage move into Staging or Production (so every promote path), the
 stage-change sensor, `deployed_endpoint` and the Serve replica before it loads a version."""

@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 
-from ml_assets import names
+from ml_assets import names, use_case
 from ml_assets.access.keys import Role
 from ml_assets.service.auth import Caller, Service, access, service
 from ml_assets.service.dagster_runs import IdempotencyConflict, Run
@@ -41,14 +41,26 @@ def launch_experiment(
         alias="Idempotency-Key", min_length=1, max_length=255,
         description="the same key and body again returns the first run instead of a new one",
     )] = None,
+    use_case_name: Annotated[str, Query(
+        alias="use_case", pattern=use_case.NAME_PATTERN,
+        description="the use case to train (declared under ml_assets/defs/<name>/defs.yaml)",
+    )] = "churn",
 ) -> ExperimentLaunched:
-    """Validate the experiment config and launch `churn_model_job` for the tenant's partition
-    with it as the `trained_model` config."""
+    """Validate the experiment config and launch the use case's `{use_case}_model_job` for the
+    tenant's partition with it as the `trained_model` config. A use case that is not declared,
+    or that the tenant was not onboarded for, is a 422 naming it."""
+    tenant = Tenant(caller.tenant.key, use_case_name)
+    if use_case_name not in use_case.names():
+        raise HTTPException(422, f"use_case {use_case_name!r} is not declared: one of "
+                                 f"{use_case.names()}")
+    if not (svc.settings.raw_data_dir / tenant.key / use_case_name).is_dir():
+        raise HTTPException(422, f"tenant {tenant.key!r} is not enabled for use_case "
+                                 f"{use_case_name!r}")
     with upstream("MLflow"):
-        experiment_id = svc.mlflow.experiment_id(caller.tenant)
+        experiment_id = svc.mlflow.experiment_id(tenant)
     with upstream("Dagster"):
         try:
-            launch = svc.runs.launch_training(caller.tenant, config.model_dump(mode="json"),
+            launch = svc.runs.launch_training(tenant, config.model_dump(mode="json"),
                                               caller.key.id, idempotency_key)
         except IdempotencyConflict as exc:
             raise HTTPException(409, str(exc)) from exc
@@ -76,7 +88,8 @@ def get_run(run_id: uuid.UUID,
         raise HTTPException(404, "this tenant has no such run")
     with upstream("MLflow"):
         experiment_id, mlflow_run = _mlflow_run_of(svc, caller.tenant, run)
-    step = names.op_name(caller.tenant.use_case, names.TRAINED_MODEL)
+    # the job says whose use case's run it is: {use_case}_model_job
+    step = names.op_name(run.job.removesuffix("_model_job"), names.TRAINED_MODEL)
     config = run.run_config.get("ops", {}).get(step, {}).get("config")
     return RunStatus(
         tenant=caller.tenant.key, run_id=run.run_id, job=run.job, status=run.status,
