@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ml_assets import names, schema
+from ml_assets import names, schema, use_case
 from ml_assets.cli.ray_cluster import ray_env, ray_up
 from ml_assets.cli.tenants import tenant_add
 from ml_assets.data import churn_data
@@ -59,8 +59,9 @@ def summary(settings: Settings, tenant: Tenant, token: str | None = None) -> str
     url = resources["serve_endpoint"].url(tenant)
     row = input_example(f"models:/{latest.name}/{latest.version}")[0]
     body = json.dumps({"rows": [row]})
-    customers = pd.read_parquet(resources["feast"].activity_path(tenant),
-                                columns=[schema.ENTITY])
+    churn = use_case.load("churn")
+    activity = resources["feast"].source_path(tenant, churn, churn.feature_views[0].name)
+    customers = pd.read_parquet(activity, columns=[schema.ENTITY])
     by_id = json.dumps({"customer_ids": sorted(
         int(c) for c in customers[schema.ENTITY].unique()[:2])})
     key = token or "$ML_ASSETS_KEY"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ml_assets import use_case
 from ml_assets.cli.common import instance
-from ml_assets.data import churn_data
+from ml_assets.data import churn_data, sources
 from ml_assets.settings import Settings
 from ml_assets.tenants import Tenant, add_tenant, registered_tenants
 
@@ -14,7 +15,8 @@ def tenant_add(settings: Settings, key: str, spec: churn_data.ChurnDataSpec,
                regenerate: bool = False) -> Tenant:
     """Register the tenant partition and write its source data (unless it already exists)."""
     tenant = Tenant(key)
-    if regenerate or not (settings.raw_data_dir / tenant.key).exists():
+    if regenerate or not sources.data_dir(settings.raw_data_dir, tenant,
+                                          use_case.load("churn")).exists():
         churn_data.write(tenant.key, spec, settings.raw_data_dir)
     with instance(settings) as dagster:
         add_tenant(dagster, tenant.key)

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ml_assets import names
+from ml_assets import names, use_case
 from ml_assets.data.versions import content_hash
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.resources.feast import FeastStore
@@ -59,11 +59,12 @@ def training_features(
     """Each label row joined to the customer's activity features as they were at label time
     (Feast point-in-time join, 90-day ttl), split by time into train / validation / holdout."""
     tenant = Tenant(context.partition_key)
-    labels_path = feast.labels_path(tenant)
+    churn = use_case.load("churn")
+    labels_path = feast.source_path(tenant, churn, churn.label.name)
     if not labels_path.exists():
         raise FileNotFoundError(f"no churn labels for tenant {tenant.key!r} at {labels_path}")
     labels = pd.read_parquet(labels_path).rename(columns={LABEL_TIMESTAMP: TIMESTAMP})
-    joined = feast.historical_features(tenant, labels)
+    joined = feast.historical_features(tenant, churn, labels)
     if len(joined) != len(labels):
         raise RuntimeError(
             f"point-in-time join returned {len(joined)} rows for {len(labels)} label rows"

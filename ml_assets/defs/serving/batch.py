@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ml_assets import names
+from ml_assets import names, use_case
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.registry import actions
 from ml_assets.resources.feast import FeastStore
@@ -47,10 +47,12 @@ class Scorer:
 
 def latest_features(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
     """Each customer's features as of the newest activity (a point-in-time join at that time)."""
-    activity = pd.read_parquet(feast.activity_path(tenant), columns=[ENTITY, TIMESTAMP])
+    churn = use_case.load("churn")
+    activity = pd.read_parquet(feast.source_path(tenant, churn, churn.feature_views[0].name),
+                               columns=[ENTITY, TIMESTAMP])
     as_of = activity[TIMESTAMP].max() + pd.Timedelta(seconds=1)
     entities = pd.DataFrame({ENTITY: activity[ENTITY].unique(), TIMESTAMP: as_of})
-    frame = feast.historical_features(tenant, entities)
+    frame = feast.historical_features(tenant, churn, entities)
     return frame[[ENTITY, *FEATURES]].sort_values(ENTITY, ignore_index=True)
 
 

@@ -5,7 +5,8 @@ import time
 
 import dagster as dg
 
-from ml_assets import names
+from ml_assets import names, use_case
+from ml_assets.data import sources
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.monitoring import check_history
 from ml_assets.resources.feast import FeastStore
@@ -19,7 +20,8 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
 
 def source_version(feast: FeastStore, tenant: Tenant) -> str | None:
     """Size and mtime of the tenant's source files: changes when new data lands."""
-    paths = [feast.activity_path(tenant), feast.labels_path(tenant)]
+    churn = use_case.load("churn")
+    paths = [feast.source_path(tenant, churn, name) for name in sources.source_names(churn)]
     if not all(p.exists() for p in paths):
         return None
     return ";".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
