@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets import schema
-from ml_assets.data import churn_data
+from ml_assets import schema, use_case
+from ml_assets.data import churn_data, sources
 from ml_assets.defs.serving.assets import deployed_endpoint
 from ml_assets.defs.serving.triton_endpoint import triton_endpoint
 from ml_assets.events import EventType, Outbox
@@ -91,7 +91,8 @@ def test_the_served_answer_is_the_logged_models_on_100_rows(predict, on_triton, 
         served = np.array(body["predictions"])
         assert np.max(np.abs(served - logged_model(tenant, endpoint["v1"], batch))) <= 1e-5
     # online features reach Triton the same way
-    activity = pd.read_parquet(settings.raw_data_dir / WONKA.key / "customer_activity.parquet")
+    activity = pd.read_parquet(sources.source_path(
+        settings.raw_data_dir, WONKA, use_case.load("churn"), "customer_activity"))
     ids = [int(i) for i in activity[schema.ENTITY].unique()[:2]]
     status, headers, body = predict(on_triton[WONKA.key]["url"], {"customer_ids": ids})
     assert status == 200 and headers[ENGINE_HEADER] == TRITON and len(body["predictions"]) == 2
