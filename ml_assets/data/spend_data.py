@@ -40,7 +40,7 @@ class SpendDataSpec:
     """What to generate for one tenant."""
 
     accounts: int = 2000
-    snapshots: int = 8  # usage snapshots per account
+    snapshots: int = 12  # usage snapshots per account (every ~15 days over 180)
     labels_per_account: int = 2
     drift: float = 0.0
     seed: int = 7
