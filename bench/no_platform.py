@@ -44,9 +44,9 @@ def plain_script(raw: Path, workdir: Path, epochs: int, batch_size: int) -> dict
 
     from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 
-    labels = pd.read_parquet(raw / TENANT / "churn_labels.parquet").rename(
+    labels = pd.read_parquet(raw / TENANT / "churn" / "churn_labels.parquet").rename(
         columns={LABEL_TIMESTAMP: TIMESTAMP}).sort_values(TIMESTAMP, kind="stable")
-    activity = pd.read_parquet(raw / TENANT / "customer_activity.parquet").rename(
+    activity = pd.read_parquet(raw / TENANT / "churn" / "customer_activity.parquet").rename(
         columns={TIMESTAMP: "feature_time"}).sort_values("feature_time", kind="stable")
     frame = pd.merge_asof(labels, activity, left_on=TIMESTAMP, right_on="feature_time",
                           by=ENTITY, tolerance=pd.Timedelta(days=90)).reset_index(drop=True)

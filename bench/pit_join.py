@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import report
+from ml_assets import use_case
 from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 
 TENANT = "bench"
 PATHS = ("feast", "feast_stock_duckdb", "duckdb_asof", "pandas_merge_asof")
-TTL_DAYS = 90  # the feature view's ttl (ml_assets/feature_repo/repo.py), applied by every path
+TTL_DAYS = 90  # the feature view's ttl (ml_assets/defs/churn/defs.yaml), applied by every path
 
 
 def write_data(directory: Path, customers: int, labels: int) -> Path:
@@ -42,10 +43,10 @@ def feast_join(raw: Path, workdir: Path, store_class: type | None = None) -> pd.
     from ml_assets.tenants import Tenant
 
     feast = (store_class or FeastStore)(root_dir=str(workdir / "feast"), raw_data_dir=str(raw))
-    tenant = Tenant(TENANT)
-    labels = pd.read_parquet(feast.labels_path(tenant)).rename(
+    tenant, churn = Tenant(TENANT), use_case.load("churn")
+    labels = pd.read_parquet(feast.source_path(tenant, churn, churn.label.name)).rename(
         columns={LABEL_TIMESTAMP: TIMESTAMP})
-    return feast.historical_features(tenant, labels)
+    return feast.historical_features(tenant, churn, labels)
 
 
 def feast_stock_join(raw: Path, workdir: Path) -> pd.DataFrame:
@@ -55,10 +56,11 @@ def feast_stock_join(raw: Path, workdir: Path) -> pd.DataFrame:
 
     from ml_assets.resources.feast import FeastStore
     from ml_assets.tenants import Tenant
+    from ml_assets.use_case import UseCase
 
     class StockDuckDBFeast(FeastStore):
-        def store(self, tenant: Tenant) -> FeatureStore:
-            config = super().store(tenant).config
+        def store(self, tenant: Tenant, use_case: UseCase) -> FeatureStore:
+            config = super().store(tenant, use_case).config
             return FeatureStore(config=config.model_copy(
                 update={"offline_config": DuckDBOfflineStoreConfig()}))
 
@@ -73,16 +75,16 @@ def duckdb_join(raw: Path, workdir: Path) -> pd.DataFrame:
         f"THEN a.{f} END AS {f}" for f in FEATURES)
     return duckdb.connect().sql(f"""
         SELECT l.{ENTITY}, l.{LABEL_TIMESTAMP} AS {TIMESTAMP}, l.{LABEL}, {features}
-        FROM read_parquet('{raw / TENANT / "churn_labels.parquet"}') l
-        ASOF LEFT JOIN read_parquet('{raw / TENANT / "customer_activity.parquet"}') a
+        FROM read_parquet('{raw / TENANT / "churn" / "churn_labels.parquet"}') l
+        ASOF LEFT JOIN read_parquet('{raw / TENANT / "churn" / "customer_activity.parquet"}') a
           ON l.{ENTITY} = a.{ENTITY} AND l.{LABEL_TIMESTAMP} >= a.{TIMESTAMP}
     """).df()
 
 
 def pandas_join(raw: Path, workdir: Path) -> pd.DataFrame:
-    labels = pd.read_parquet(raw / TENANT / "churn_labels.parquet").rename(
+    labels = pd.read_parquet(raw / TENANT / "churn" / "churn_labels.parquet").rename(
         columns={LABEL_TIMESTAMP: TIMESTAMP})
-    activity = pd.read_parquet(raw / TENANT / "customer_activity.parquet").rename(
+    activity = pd.read_parquet(raw / TENANT / "churn" / "customer_activity.parquet").rename(
         columns={TIMESTAMP: "feature_timestamp"})
     joined = pd.merge_asof(
         labels.sort_values(TIMESTAMP, kind="stable"),
@@ -174,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.labels:
         with tempfile.TemporaryDirectory() as tmp:
             raw = write_data(Path(tmp) / "raw", args.customers, n)
-            activity_rows = len(pd.read_parquet(raw / TENANT / "customer_activity.parquet",
-                                                columns=[ENTITY]))
+            activity = raw / TENANT / "churn" / "customer_activity.parquet"
+            activity_rows = len(pd.read_parquet(activity, columns=[ENTITY]))
             results = {p: in_child(p, raw, Path(tmp) / f"{p}.parquet", args.repeats)
                        for p in PATHS}
             floor = pd.read_parquet(Path(tmp) / "duckdb_asof.parquet")

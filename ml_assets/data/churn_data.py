@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml_assets import use_case
+from ml_assets.data import sources
 from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
+from ml_assets.tenants import Tenant
 
 # (mean, std) of each feature before drift
 _FEATURE_SCALE = {
@@ -136,12 +139,15 @@ def generate(tenant: str, spec: ChurnDataSpec) -> tuple[pd.DataFrame, pd.DataFra
     return activity, labels
 
 
-def write(tenant: str, spec: ChurnDataSpec, directory: Path) -> tuple[Path, Path]:
-    """Write the tenant's source parquet files under directory/<tenant>/."""
+def write(tenant: str, spec: ChurnDataSpec, raw_data_dir: Path) -> dict[str, Path]:
+    """Write the tenant's churn source files under raw_data_dir/<tenant>/churn/, named as the
+    churn declaration says; {source name: path}."""
+    churn = use_case.load("churn")
     activity, labels = generate(tenant, spec)
-    out = directory / tenant
-    out.mkdir(parents=True, exist_ok=True)
-    activity_path, labels_path = out / "customer_activity.parquet", out / "churn_labels.parquet"
-    activity.to_parquet(activity_path, index=False)
-    labels.to_parquet(labels_path, index=False)
-    return activity_path, labels_path
+    paths = {name: sources.source_path(raw_data_dir, Tenant(tenant), churn, name)
+             for name in sources.source_names(churn)}
+    paths[churn.label.name].parent.mkdir(parents=True, exist_ok=True)
+    (view,) = churn.feature_views
+    activity.to_parquet(paths[view.name], index=False)
+    labels.to_parquet(paths[churn.label.name], index=False)
+    return paths

@@ -1,17 +1,19 @@
 """Data contracts of a tenant's source files, checked before any join or training: readable,
 non-empty, the required columns with their types, timezone-aware timestamps, labels in their
-domain, no conflicting duplicate (entity, timestamp) rows. Each violation names the rule, the
-column, how many rows and a few of them."""
+domain, no conflicting duplicate (key, timestamp) rows. Each violation names the rule, the
+column, how many rows and a few of them. A contract comes from the use case's declaration."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
-from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
+from ml_assets.data.sources import source_names
+from ml_assets.use_case import UseCase
 
 EXAMPLES = 3  # offending rows shown per violation
 
@@ -21,17 +23,34 @@ class Contract:
     """What one source file must hold."""
 
     name: str
+    key: str
+    key_type: Literal["int", "string"]
     timestamp: str
     numeric: tuple[str, ...] = ()  # nulls allowed (imputed), strings not
+    integer: tuple[str, ...] = ()  # numeric and integer-valued where not null
     binary: tuple[str, ...] = ()  # 0 or 1, never null
+    real: tuple[str, ...] = ()  # a finite number, never null
 
     @property
     def columns(self) -> list[str]:
-        return [ENTITY, self.timestamp, *self.numeric, *self.binary]
+        return [self.key, self.timestamp, *self.numeric, *self.integer, *self.binary,
+                *self.real]
 
 
-ACTIVITY = Contract("customer_activity", TIMESTAMP, numeric=tuple(FEATURES))
-LABELS = Contract("churn_labels", LABEL_TIMESTAMP, binary=(LABEL,))
+def for_source(use_case: UseCase, name: str) -> Contract:
+    """The contract of a feature view's file (its name) or of the label file."""
+    key, key_type = use_case.key, use_case.entity.key_type
+    label = use_case.label
+    if name == label.name:
+        domain = "binary" if use_case.binary else "real"
+        return Contract(name, key, key_type, label.timestamp_field, **{domain: (label.column,)})
+    if name not in [view.name for view in use_case.feature_views]:
+        raise KeyError(f"use case {use_case.name!r} has no source {name!r}: one of "
+                       f"{source_names(use_case)}")
+    view = use_case.view(name)
+    return Contract(name, key, key_type, view.timestamp_field,
+                    numeric=tuple(f for f, kind in view.fields.items() if kind == "float"),
+                    integer=tuple(f for f, kind in view.fields.items() if kind == "int"))
 
 
 @dataclass(frozen=True)
@@ -74,20 +93,29 @@ def violations(path: Path, contract: Contract) -> list[Violation]:
     found = _key_and_time(frame, contract)
     for column in contract.numeric:
         found += _numeric(frame, column, contract)
+    for column in contract.integer:
+        found += _numeric(frame, column, contract) or _integer(frame, column, contract)
     for column in contract.binary:
         found += _binary(frame, column, contract)
+    for column in contract.real:
+        found += _real(frame, column, contract)
     return found + _conflicting_duplicates(frame, contract)
 
 
 def _key_and_time(frame: pd.DataFrame, contract: Contract) -> list[Violation]:
     found = []
-    key = frame[ENTITY]
-    if not pd.api.types.is_integer_dtype(key):
+    key = frame[contract.key]
+    if contract.key_type == "int" and not pd.api.types.is_integer_dtype(key):
         bad = pd.to_numeric(key, errors="coerce").isna() | (
             pd.to_numeric(key, errors="coerce") % 1 != 0)
-        found.append(Violation("column_types", ENTITY, int(bad.sum()),
-                               _examples(frame, bad, [ENTITY]),
+        found.append(Violation("column_types", contract.key, int(bad.sum()),
+                               _examples(frame, bad, [contract.key]),
                                f"{int(bad.sum())} rows are not integer keys ({key.dtype})"))
+    elif contract.key_type == "string" and not pd.api.types.is_string_dtype(key):
+        bad = ~key.map(lambda v: isinstance(v, str)) & key.notna()
+        found.append(Violation("column_types", contract.key, int(bad.sum()),
+                               _examples(frame, bad, [contract.key]),
+                               f"{int(bad.sum())} rows are not string keys ({key.dtype})"))
     stamps = frame[contract.timestamp]
     if not pd.api.types.is_datetime64_any_dtype(stamps):
         found.append(Violation("column_types", contract.timestamp, len(frame),
@@ -95,13 +123,15 @@ def _key_and_time(frame: pd.DataFrame, contract: Contract) -> list[Violation]:
                                f"not timestamps ({stamps.dtype})"))
     elif getattr(stamps.dt, "tz", None) is None:
         found.append(Violation("timezone", contract.timestamp, len(frame),
-                               _examples(frame, stamps.notna(), [ENTITY, contract.timestamp]),
+                               _examples(frame, stamps.notna(), [contract.key,
+                                                                  contract.timestamp]),
                                "timestamps without a timezone: store them timezone-aware "
                                "(e.g. UTC)"))
     nulls = stamps.isna() | key.isna()
     if nulls.any():
-        found.append(Violation("not_null", f"{ENTITY}, {contract.timestamp}", int(nulls.sum()),
-                               _examples(frame, nulls, [ENTITY, contract.timestamp])))
+        found.append(Violation("not_null", f"{contract.key}, {contract.timestamp}",
+                               int(nulls.sum()),
+                               _examples(frame, nulls, [contract.key, contract.timestamp])))
     return found
 
 
@@ -111,8 +141,20 @@ def _numeric(frame: pd.DataFrame, column: str, contract: Contract) -> list[Viola
         return []
     bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
     return [Violation("column_types", column, int(bad.sum()),
-                      _examples(frame, bad, [ENTITY, contract.timestamp, column]),
+                      _examples(frame, bad, [contract.key, contract.timestamp, column]),
                       f"{int(bad.sum())} values are not numbers ({values.dtype})")]
+
+
+def _integer(frame: pd.DataFrame, column: str, contract: Contract) -> list[Violation]:
+    values = frame[column]
+    if pd.api.types.is_integer_dtype(values):
+        return []
+    bad = values.notna() & (values % 1 != 0)  # 2.5, inf; a null is a missing value
+    if not bad.any():
+        return []
+    return [Violation("column_types", column, int(bad.sum()),
+                      _examples(frame, bad, [contract.key, contract.timestamp, column]),
+                      f"{int(bad.sum())} values are not integers (an int field)")]
 
 
 def _binary(frame: pd.DataFrame, column: str, contract: Contract) -> list[Violation]:
@@ -121,12 +163,26 @@ def _binary(frame: pd.DataFrame, column: str, contract: Contract) -> list[Violat
     if not bad.any():
         return []
     return [Violation("label_domain", column, int(bad.sum()),
-                      _examples(frame, bad, [ENTITY, contract.timestamp, column]),
+                      _examples(frame, bad, [contract.key, contract.timestamp, column]),
                       f"{int(bad.sum())} labels are not 0 or 1 (null included)")]
 
 
+def _real(frame: pd.DataFrame, column: str, contract: Contract) -> list[Violation]:
+    values = frame[column]
+    if pd.api.types.is_bool_dtype(values):
+        numbers = pd.Series(np.nan, index=frame.index)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = ~np.isfinite(numbers)  # nulls, NaN, inf, strings and booleans
+    if not bad.any():
+        return []
+    return [Violation("label_domain", column, int(bad.sum()),
+                      _examples(frame, bad, [contract.key, contract.timestamp, column]),
+                      f"{int(bad.sum())} labels are not finite numbers (null included)")]
+
+
 def _conflicting_duplicates(frame: pd.DataFrame, contract: Contract) -> list[Violation]:
-    keys = [ENTITY, contract.timestamp]
+    keys = [contract.key, contract.timestamp]
     duplicated = frame.duplicated(keys, keep=False)
     if not duplicated.any():
         return []
@@ -139,5 +195,5 @@ def _conflicting_duplicates(frame: pd.DataFrame, contract: Contract) -> list[Vio
     mask = frame.set_index(keys).index.isin(clashes)
     return [Violation("conflicting_duplicates", ", ".join(keys), int(mask.sum()),
                       _examples(frame, pd.Series(mask, index=frame.index), contract.columns),
-                      f"{len(clashes)} ({ENTITY}, {contract.timestamp}) pairs carry different "
-                      f"values in {int(mask.sum())} rows")]
+                      f"{len(clashes)} ({contract.key}, {contract.timestamp}) pairs carry "
+                      f"different values in {int(mask.sum())} rows")]

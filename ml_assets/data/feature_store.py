@@ -1,104 +1,156 @@
-"""Feast per tenant: each tenant is its own Feast project, registry and data path.
+"""Feast per (tenant, use case): each pair is its own Feast project and repo directory, reading
+that tenant's own source files.
 
 Plain pydantic, no Dagster: the Serve replica reads online features through it."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 from pydantic import BaseModel
 
-from ml_assets.schema import ENTITY, FEATURES, TIMESTAMP
+from ml_assets.data import sources
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+CONFIG_FILE = "feature_store.yaml"
+
+
+def feast_project(tenant: Tenant, use_case: UseCase) -> str:
+    """The Feast project of a (tenant, use case): `t<length of the key>_<key>_<use case>`.
+
+    Feast keys Redis rows and names sqlite tables by project, and forbids '-' with sqlite; the
+    key's length keeps the name unique where '-' becomes '_' (tenant `a-b` with use case `c`
+    against tenant `a` with use case `b_c`)."""
+    return f"t{len(tenant.key)}_{tenant.key.replace('-', '_')}_{use_case.name}"
+
 
 class TenantFeatureStore(BaseModel):
-    """Feature store of each tenant: local provider, duckdb offline store, and an online store
-    on sqlite (embedded) or Redis (`redis_url`, e.g. "127.0.0.1:6379,db=0"); the registry is a
-    file per tenant, or one SQL database (`registry_url`, SQLAlchemy URL) holding a Feast
-    project per tenant."""
+    """Feature store of each (tenant, use case): local provider, duckdb offline store, and an
+    online store on sqlite (embedded) or Redis (`redis_url`, e.g. "127.0.0.1:6379,db=0"); the
+    registry is a file per repo, or one SQL database (`registry_url`, SQLAlchemy URL) holding a
+    Feast project per (tenant, use case)."""
 
     root_dir: str
     raw_data_dir: str
     redis_url: str | None = None
     registry_url: str | None = None
 
-    def activity_path(self, tenant: Tenant) -> Path:
-        return Path(self.raw_data_dir) / tenant.key / "customer_activity.parquet"
+    def data_dir(self, tenant: Tenant, use_case: UseCase) -> Path:
+        """The tenant's source files of the use case; the use case is enabled iff it exists."""
+        return sources.data_dir(self.raw_data_dir, tenant, use_case)
 
-    def labels_path(self, tenant: Tenant) -> Path:
-        return Path(self.raw_data_dir) / tenant.key / "churn_labels.parquet"
+    def source_path(self, tenant: Tenant, use_case: UseCase, name: str) -> Path:
+        """The file of a feature view (its name) or of the label (`use_case.label.name`)."""
+        return sources.source_path(self.raw_data_dir, tenant, use_case, name)
 
-    def store(self, tenant: Tenant) -> FeatureStore:
-        from feast import FeatureStore, RepoConfig
-        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-        from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-        from feast.infra.registry.sql import SqlRegistryConfig
+    def repo_dir(self, tenant: Tenant, use_case: UseCase) -> Path:
+        """A Feast repo: `feature_store.yaml` and the definitions, written by `apply`."""
+        return Path(self.root_dir) / tenant.key / use_case.name
 
-        from ml_assets.data.feature_repo.offline_store import AsofDuckDBOfflineStoreConfig
+    def repo_config(self, tenant: Tenant, use_case: UseCase) -> dict[str, Any]:
+        """The content of the repo's feature_store.yaml, from which `store` builds its config."""
+        from ml_assets.data.feature_repo.offline_store import STORE_TYPE
 
-        repo = Path(self.root_dir) / tenant.key
-        repo.mkdir(parents=True, exist_ok=True)
-        online = (SqliteOnlineStoreConfig(path=str(repo / "online.db")) if self.redis_url is None
+        repo = self.repo_dir(tenant, use_case).resolve()
+        online = ({"type": "sqlite", "path": str(repo / "online.db")} if self.redis_url is None
                   # Feast keys Redis entries by project: one tenant cannot read another's rows
-                  else RedisOnlineStoreConfig(connection_string=self.redis_url))
-        registry = (str(repo / "registry.db") if self.registry_url is None
-                    else SqlRegistryConfig(registry_type="sql", path=self.registry_url,
-                                           cache_ttl_seconds=60))
-        config = RepoConfig(
-            project=tenant.feast_project,
-            provider="local",
-            registry=registry,
+                  else {"type": "redis", "connection_string": self.redis_url})
+        registry = ({"registry_type": "file", "path": str(repo / "registry.db")}
+                    if self.registry_url is None
+                    else {"registry_type": "sql", "path": self.registry_url,
+                          "cache_ttl_seconds": 60})
+        return {
+            "project": feast_project(tenant, use_case),
+            "provider": "local",
+            "registry": registry,
             # duckdb, with the point-in-time join as one ASOF JOIN (7x faster at 1M rows)
-            offline_store=AsofDuckDBOfflineStoreConfig(),
-            online_store=online,
-            entity_key_serialization_version=3,
-            repo_path=repo,
-        )
-        return FeatureStore(config=config)
+            "offline_store": {"type": STORE_TYPE},
+            "online_store": online,
+            "entity_key_serialization_version": 3,
+        }
 
-    def apply(self, tenant: Tenant) -> FeatureStore:
-        """Register the entity and the tenant's feature view; fails if its source is missing."""
-        from ml_assets.data.feature_repo.repo import activity_feature_view, customer
+    def store(self, tenant: Tenant, use_case: UseCase) -> FeatureStore:
+        from feast import FeatureStore, RepoConfig
 
-        path = self.activity_path(tenant)
-        if not path.exists():
+        repo = self.repo_dir(tenant, use_case)
+        repo.mkdir(parents=True, exist_ok=True)
+        return FeatureStore(config=RepoConfig(**self.repo_config(tenant, use_case),
+                                              repo_path=repo.resolve()))
+
+    def apply(self, tenant: Tenant, use_case: UseCase) -> FeatureStore:
+        """Register the entity and every feature view of the use case, reading the tenant's
+        files, and write the repo's feature_store.yaml and definitions for the feast CLI."""
+        from ml_assets.data.feature_repo.repo import DEFINITIONS_FILE, definitions, feast_objects
+
+        paths = {view.name: self.source_path(tenant, use_case, view.name).resolve()
+                 for view in use_case.feature_views}
+        if not self.data_dir(tenant, use_case).is_dir():
             raise FileNotFoundError(
-                f"no activity data for tenant {tenant.key!r} at {path}: "
-                f"run `ml-assets tenant add {tenant.key}` to generate it"
-            )
-        store = self.store(tenant)
-        store.apply([customer, activity_feature_view(str(path))])
+                f"tenant {tenant.key!r} has no use case {use_case.name!r}: no folder "
+                f"{self.data_dir(tenant, use_case)} (`ml-assets tenant add {tenant.key}` "
+                "generates churn data)")
+        missing = {name: str(path) for name, path in paths.items() if not path.exists()}
+        if missing:
+            raise FileNotFoundError(
+                f"tenant {tenant.key!r}, use case {use_case.name!r}: no source file for the "
+                f"feature views {missing}")
+        store = self.store(tenant, use_case)
+        repo = self.repo_dir(tenant, use_case)
+        _write_if_changed(repo / CONFIG_FILE, yaml.safe_dump(self.repo_config(tenant, use_case),
+                                                              sort_keys=False))
+        _write_if_changed(repo / DEFINITIONS_FILE, definitions(use_case, paths, tenant.key))
+        store.apply(feast_objects(use_case, paths))
         return store
 
-    def historical_features(self, tenant: Tenant, entity_df: pd.DataFrame) -> pd.DataFrame:
-        """Point-in-time join: each entity row gets the features as of its event_timestamp."""
-        from ml_assets.data.feature_repo.repo import feature_refs
-
-        store = self.apply(tenant)
-        job = store.get_historical_features(entity_df=entity_df, features=feature_refs())
+    def historical_features(self, tenant: Tenant, use_case: UseCase,
+                            entity_df: pd.DataFrame) -> pd.DataFrame:
+        """Point-in-time join: each entity row (the key and one timestamp column) gets every
+        feature of every view as of its timestamp, null past the view's ttl."""
+        store = self.apply(tenant, use_case)
+        job = store.get_historical_features(entity_df=entity_df, features=use_case.feature_refs)
         return job.to_df()
 
-    def materialize_online(self, tenant: Tenant) -> int:
-        """Load each customer's latest features into the online store; how many customers."""
-        store = self.apply(tenant)
-        activity = pd.read_parquet(self.activity_path(tenant), columns=[TIMESTAMP, ENTITY])
-        start = activity[TIMESTAMP].min().to_pydatetime()
-        end = activity[TIMESTAMP].max().to_pydatetime() + timedelta(seconds=1)
-        store.materialize(start_date=start, end_date=end)
-        return int(activity[ENTITY].nunique())
+    def materialize_online(self, tenant: Tenant, use_case: UseCase) -> int:
+        """Load each entity's latest features of every view into the online store; how many
+        entities."""
+        store = self.apply(tenant, use_case)
+        keys, first, last = [], None, None
+        for view in use_case.feature_views:
+            frame = pd.read_parquet(self.source_path(tenant, use_case, view.name),
+                                    columns=[use_case.key, view.timestamp_field])
+            stamps = frame[view.timestamp_field]
+            first = stamps.min() if first is None else min(first, stamps.min())
+            last = stamps.max() if last is None else max(last, stamps.max())
+            keys.append(frame[use_case.key])
+        store.materialize(start_date=first.to_pydatetime(),
+                          end_date=last.to_pydatetime() + timedelta(seconds=1))
+        return int(pd.concat(keys).nunique())
 
-    def online_features(self, store: FeatureStore, customer_ids: list[int]) -> dict[str, list]:
-        """{feature: values} of the customers, in order; a customer unknown to the online
-        store has None for every feature."""
-        from ml_assets.data.feature_repo.repo import feature_refs
+    def online_features(self, store: FeatureStore, use_case: UseCase,
+                        keys: list) -> dict[str, list]:
+        """{feature: values} of the entities, in `use_case.features` order; an entity unknown
+        to the online store has None for every feature."""
+        rows = [{use_case.key: key} for key in keys]
+        found = store.get_online_features(features=use_case.feature_refs,
+                                          entity_rows=rows).to_dict()
+        return {name: found[name] for name in use_case.features}
 
-        rows = [{ENTITY: customer_id} for customer_id in customer_ids]
-        found = store.get_online_features(features=feature_refs(), entity_rows=rows).to_dict()
-        return {name: found[name] for name in FEATURES}
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Atomic, and untouched when equal: steps of other runs may read the repo meanwhile."""
+    if path.exists() and path.read_text() == text:
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    # the yaml may carry the Redis or registry password
+    partial.chmod(0o600)
+    os.replace(partial, path)

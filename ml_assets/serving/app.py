@@ -23,6 +23,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ml_assets import use_case
 from ml_assets.access.guard import AccessDenied, authorize
 from ml_assets.access.keys import REPLICA_CACHE_S, KeyStore, Role
 from ml_assets.access.rate_limit import RateLimiter
@@ -165,10 +166,11 @@ class ChurnService:
             return mlflow.pytorch.load_model(uri).eval()
 
     def _online_rows(self, tenant: str, customer_ids: list[int]) -> list[list[float]]:
+        churn = use_case.load("churn")
         store = self.feature_stores.get(tenant)
         if store is None:
-            store = self.feature_stores[tenant] = self.feast.store(Tenant(tenant))
-        columns = self.feast.online_features(store, customer_ids)
+            store = self.feature_stores[tenant] = self.feast.store(Tenant(tenant), churn)
+        columns = self.feast.online_features(store, churn, customer_ids)
         rows = [[columns[name][i] for name in FEATURES] for i in range(len(customer_ids))]
         unknown = [cid for cid, row in zip(customer_ids, rows, strict=True)
                    if all(v is None for v in row)]

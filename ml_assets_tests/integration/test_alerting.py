@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from ml_assets import use_case
 from ml_assets.events import EventType
 from ml_assets.monitoring import liveness, realized
 from ml_assets.monitoring import statistics as monitoring
@@ -131,7 +132,8 @@ def test_delayed_labels_that_make_the_model_worse_fail_realized_quality(
     p = table["prediction"].to_numpy()
     labels = pd.DataFrame({ENTITY: table[ENTITY].to_numpy(), LABEL: (p < 0.3).astype(float),
                            LABEL_TIMESTAMP: scored_at + timedelta(minutes=5)})
-    path = feast.labels_path(LABELED)
+    churn = use_case.load("churn")
+    path = feast.source_path(LABELED, churn, churn.label.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     labels.to_parquet(path)
     found = monitor(instance, resources, LABELED)[realized.REALIZED_QUALITY]

@@ -601,7 +601,9 @@ def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(monkeyp
     import pandas as pd
     import psycopg2
 
+    from ml_assets import use_case
     from ml_assets.data import churn_data
+    from ml_assets.data.feature_store import feast_project
     from ml_assets.resources import build_resources
     from ml_assets.schema import LABEL_TIMESTAMP, TIMESTAMP
 
@@ -617,19 +619,21 @@ def test_feast_registry_on_postgres_keeps_each_tenant_in_its_own_project(monkeyp
         for seed, tenant in enumerate(tenants):
             spec = churn_data.ChurnDataSpec(customers=200, seed=seed)
             churn_data.write(tenant.key, spec, settings.raw_data_dir)
-        labels = pd.read_parquet(feast.labels_path(tenants[0])).rename(
+        churn = use_case.load("churn")
+        labels = pd.read_parquet(feast.source_path(tenants[0], churn, churn.label.name)).rename(
             columns={LABEL_TIMESTAMP: TIMESTAMP})
-        assert len(feast.historical_features(tenants[0], labels)) == len(labels)
-        feast.apply(tenants[1])
+        assert len(feast.historical_features(tenants[0], churn, labels)) == len(labels)
+        feast.apply(tenants[1], churn)
         for tenant in tenants:
-            views = feast.store(tenant).list_feature_views()
+            views = feast.store(tenant, churn).list_feature_views()
             # the wrong tenant's view is not visible, and no view reads another tenant's file
-            assert [v.batch_source.path for v in views] == [str(feast.activity_path(tenant))]
-            assert not (settings.feast_dir / tenant.key / "registry.db").exists()
+            assert [v.batch_source.path for v in views] == [
+                str(feast.source_path(tenant, churn, "customer_activity").resolve())]
+            assert not (feast.repo_dir(tenant, churn) / "registry.db").exists()
         with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database) as conn:
             with conn.cursor() as cursor:
                 cursor.execute("SELECT DISTINCT project_id FROM feature_views")
-                assert {row[0] for row in cursor} == {t.feast_project for t in tenants}
+                assert {row[0] for row in cursor} == {feast_project(t, churn) for t in tenants}
         conn.close()
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from ml_assets import schema
+from ml_assets import schema, use_case
 from ml_assets.data import churn_data
 from ml_assets.defs.registry.sensors import OBSERVER, mlflow_stage_change_sensor
 from ml_assets.defs.tenancy.sensors import tenant_partitions_sensor, tenants_in_file
@@ -94,7 +94,8 @@ def feast(tmp_path) -> FeastStore:
 
 
 def touch_source(feast: FeastStore, key: str) -> None:
-    path = feast.labels_path(Tenant(key))
+    churn = use_case.load("churn")
+    path = feast.source_path(Tenant(key), churn, churn.label.name)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets import schema
-from ml_assets.data import churn_data
+from ml_assets import schema, use_case
+from ml_assets.data import churn_data, sources
 from ml_assets.events import EventType, Outbox
 from ml_assets.registry import stages
 from ml_assets.serving import prediction_log
@@ -28,6 +28,11 @@ deployed_endpoint = chain().asset("deployed_endpoint")
 
 CANARIED, PLAIN = Tenant("soylent"), Tenant("vandelay")
 SPEC = churn_data.ChurnDataSpec(customers=200)
+
+
+def activity_path(settings, tenant: Tenant):
+    return sources.source_path(settings.raw_data_dir, tenant, use_case.load("churn"),
+                               "customer_activity")
 
 
 def deploy(instance, resources, tenant: Tenant, **config) -> dg.ExecuteInProcessResult:
@@ -47,7 +52,8 @@ def served(instance, resources, settings, ray_cluster) -> dict[str, dict]:
         v1, v2 = two_versions(resources["mlflow"], resources["events"], tenant)
         result = deploy(instance, resources, tenant, canary_weight=weight)
         assert result.success
-        made[tenant.key] = {**result.output_for_node("churn__deployed_endpoint"), "v1": v1, "v2": v2}
+        made[tenant.key] = {**result.output_for_node("churn__deployed_endpoint"),
+                            "v1": v1, "v2": v2}
     return made
 
 
@@ -155,7 +161,7 @@ def test_a_broken_model_fails_its_tenant_only(predict, served, resources):
 
 
 def test_customer_ids_are_scored_with_their_latest_online_features(predict, served, settings):
-    activity = pd.read_parquet(settings.raw_data_dir / PLAIN.key / "customer_activity.parquet")
+    activity = pd.read_parquet(activity_path(settings, PLAIN))
     latest = (activity.sort_values(schema.TIMESTAMP)
               .groupby(schema.ENTITY).tail(1).set_index(schema.ENTITY))
     ids = [int(i) for i in latest.index[:5]]
@@ -167,7 +173,7 @@ def test_customer_ids_are_scored_with_their_latest_online_features(predict, serv
     status, _, by_row = predict(url, {"rows": rows})
     assert by_id["predictions"] == pytest.approx(by_row["predictions"], abs=1e-6)
     # another tenant's customer ids reach only this tenant's online store
-    other = pd.read_parquet(settings.raw_data_dir / CANARIED.key / "customer_activity.parquet")
+    other = pd.read_parquet(activity_path(settings, CANARIED))
     outsider = int(other[schema.ENTITY].max()) + 10**6
     status, _, body = predict(url, {"customer_ids": [outsider]})
     assert status == 404

@@ -38,8 +38,8 @@ def train(instance, resources, tenant: str, **config) -> dg.ExecuteInProcessResu
         [training_features, hyperparameter_search, trained_model], partition_key=tenant,
         instance=instance, resources=resources,
         # two DDP ranks on a CPU each: the suite's Ray cluster also holds Serve's replica
-        run_config={"ops": {"churn__trained_model": {"config": {"num_workers": 2, "cpus_per_worker": 1,
-                                                         **config}}}})
+        run_config={"ops": {"churn__trained_model": {"config": {
+            "num_workers": 2, "cpus_per_worker": 1, **config}}}})
 
 
 def run_logs(instance, result) -> str:

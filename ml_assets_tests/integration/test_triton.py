@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets import schema
-from ml_assets.data import churn_data
+from ml_assets import schema, use_case
+from ml_assets.data import churn_data, sources
 from ml_assets.events import EventType, Outbox
 from ml_assets.registry import stages
 from ml_assets.serving import prediction_log
@@ -41,7 +41,8 @@ def deploy(instance, resources, tenant: Tenant, engine: str = TRITON,
            assets=(deployed_endpoint, triton_endpoint)) -> dg.ExecuteInProcessResult:
     return dg.materialize(list(assets), partition_key=tenant.key, instance=instance,
                           resources=resources, raise_on_error=False,
-                          run_config={"ops": {"churn__triton_endpoint": {"config": {"engine": engine}}}})
+                          run_config={"ops": {"churn__triton_endpoint": {
+                              "config": {"engine": engine}}}})
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def test_the_served_answer_is_the_logged_models_on_100_rows(predict, on_triton, 
         served = np.array(body["predictions"])
         assert np.max(np.abs(served - logged_model(tenant, endpoint["v1"], batch))) <= 1e-5
     # online features reach Triton the same way
-    activity = pd.read_parquet(settings.raw_data_dir / WONKA.key / "customer_activity.parquet")
+    activity = pd.read_parquet(sources.source_path(
+        settings.raw_data_dir, WONKA, use_case.load("churn"), "customer_activity"))
     ids = [int(i) for i in activity[schema.ENTITY].unique()[:2]]
     status, headers, body = predict(on_triton[WONKA.key]["url"], {"customer_ids": ids})
     assert status == 200 and headers[ENGINE_HEADER] == TRITON and len(body["predictions"]) == 2

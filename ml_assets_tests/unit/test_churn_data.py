@@ -54,7 +54,10 @@ def test_bad_specs_are_refused(bad):
         ChurnDataSpec(**bad)
 
 
-def test_write_puts_files_under_the_tenant(tmp_path):
-    activity_path, labels_path = write("acme", SMALL, tmp_path)
-    assert activity_path.parent == labels_path.parent == tmp_path / "acme"
-    assert len(pd.read_parquet(labels_path)) == 1000
+def test_write_puts_the_declared_files_under_the_tenants_churn_folder(tmp_path):
+    paths = write("acme", SMALL, tmp_path)
+    folder = tmp_path / "acme" / "churn"
+    assert paths == {"customer_activity": folder / "customer_activity.parquet",
+                     "churn_labels": folder / "churn_labels.parquet"}
+    assert len(pd.read_parquet(paths["churn_labels"])) == 1000
+    assert len(pd.read_parquet(paths["customer_activity"])) == 500 * SMALL.snapshots_per_customer

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_assets import use_case
 from ml_assets.defs.features.assets import FeatureSplitConfig, assign_splits
 from ml_assets.resources.feast import FeastStore
 from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
@@ -15,13 +16,14 @@ training_features = chain().asset("training_features")
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
+CHURN = use_case.load("churn")
 
 
 def write_tenant(feast: FeastStore, tenant: Tenant, activity: pd.DataFrame,
                  labels: pd.DataFrame) -> None:
-    feast.activity_path(tenant).parent.mkdir(parents=True, exist_ok=True)
-    activity.to_parquet(feast.activity_path(tenant), index=False)
-    labels.to_parquet(feast.labels_path(tenant), index=False)
+    feast.data_dir(tenant, CHURN).mkdir(parents=True, exist_ok=True)
+    activity.to_parquet(feast.source_path(tenant, CHURN, "customer_activity"), index=False)
+    labels.to_parquet(feast.source_path(tenant, CHURN, "churn_labels"), index=False)
 
 
 def crafted_activity(offset: float) -> pd.DataFrame:
@@ -63,7 +65,7 @@ def test_point_in_time_join_takes_values_as_of_label_time(feast):
     tenant = Tenant("crafted")
     write_tenant(feast, tenant, crafted_activity(0.0), labels_frame())
     entity_df = labels_frame().rename(columns={LABEL_TIMESTAMP: TIMESTAMP})
-    joined = feast.historical_features(tenant, entity_df)
+    joined = feast.historical_features(tenant, CHURN, entity_df)
     assert len(joined) == len(EXPECTED)
     joined = joined.sort_values([TIMESTAMP, ENTITY], kind="stable").reset_index(drop=True)
     expected = sorted(EXPECTED, key=lambda e: (e[1], e[0]))
@@ -79,11 +81,11 @@ def test_each_tenant_joins_only_its_own_activity(feast):
     write_tenant(feast, ours, crafted_activity(0.0), labels_frame())
     write_tenant(feast, theirs, crafted_activity(100.0), labels_frame())
     entity_df = labels_frame().rename(columns={LABEL_TIMESTAMP: TIMESTAMP})
-    ours_values = feast.historical_features(ours, entity_df)[FEATURES].stack()
-    theirs_values = feast.historical_features(theirs, entity_df)[FEATURES].stack()
+    ours_values = feast.historical_features(ours, CHURN, entity_df)[FEATURES].stack()
+    theirs_values = feast.historical_features(theirs, CHURN, entity_df)[FEATURES].stack()
     assert ours_values.max() < 100 <= theirs_values.min()
-    source = feast.store(ours).list_feature_views()[0].batch_source.path
-    assert source == str(feast.activity_path(ours))
+    source = feast.store(ours, CHURN).list_feature_views()[0].batch_source.path
+    assert source == str(feast.source_path(ours, CHURN, "customer_activity").resolve())
 
 
 def test_training_features_asset_splits_by_time(feast, tmp_path):
@@ -108,9 +110,18 @@ def test_training_features_asset_splits_by_time(feast, tmp_path):
         0].materialization.tags["dagster/data_version"]
 
 
-def test_missing_source_data_names_the_tenant(feast):
-    with pytest.raises(FileNotFoundError, match="'nodata'"):
-        feast.apply(Tenant("nodata"))
+def test_missing_source_data_names_the_tenant_and_use_case(feast):
+    with pytest.raises(FileNotFoundError, match="'nodata' has no use case 'churn'"):
+        feast.apply(Tenant("nodata"), CHURN)
+
+
+def test_a_missing_feature_view_file_is_named(feast):
+    tenant = Tenant("halfway")
+    write_tenant(feast, tenant, crafted_activity(0.0), labels_frame())
+    path = feast.source_path(tenant, CHURN, "customer_activity")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=f"customer_activity.*{path}"):
+        feast.apply(tenant, CHURN)
 
 
 def test_splits_are_time_ordered_and_cover_every_row():

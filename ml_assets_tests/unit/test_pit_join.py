@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_assets import use_case
 from ml_assets.data.churn_data import ChurnDataSpec, write
 from ml_assets.resources.feast import FeastStore
 from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
@@ -15,6 +16,8 @@ from ml_assets.tenants import Tenant
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
 TTL = 90 * DAY
+CHURN = use_case.load("churn")
+ACTIVITY, LABELS = "customer_activity", "churn_labels"
 
 
 @pytest.fixture
@@ -28,15 +31,16 @@ def floor(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
                          f"THEN a.{f} END AS {f}" for f in FEATURES)
     return duckdb.connect().sql(f"""
         SELECT l.{ENTITY}, l.{LABEL_TIMESTAMP} AS {TIMESTAMP}, l.{LABEL}, {features}
-        FROM read_parquet('{feast.labels_path(tenant)}') l
-        ASOF LEFT JOIN read_parquet('{feast.activity_path(tenant)}') a
+        FROM read_parquet('{feast.source_path(tenant, CHURN, LABELS)}') l
+        ASOF LEFT JOIN read_parquet('{feast.source_path(tenant, CHURN, ACTIVITY)}') a
           ON l.{ENTITY} = a.{ENTITY} AND l.{LABEL_TIMESTAMP} >= a.{TIMESTAMP}
     """).df()
 
 
 def through_feast(feast: FeastStore, tenant: Tenant) -> pd.DataFrame:
-    labels = pd.read_parquet(feast.labels_path(tenant))
-    return feast.historical_features(tenant, labels.rename(columns={LABEL_TIMESTAMP: TIMESTAMP}))
+    labels = pd.read_parquet(feast.source_path(tenant, CHURN, LABELS))
+    return feast.historical_features(tenant, CHURN,
+                                     labels.rename(columns={LABEL_TIMESTAMP: TIMESTAMP}))
 
 
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:
@@ -51,10 +55,11 @@ def write_rows(feast: FeastStore, tenant: Tenant, activity: list[tuple], labels:
     frame = pd.DataFrame(activity, columns=[ENTITY, TIMESTAMP, "value"])
     for feature in FEATURES:
         frame[feature] = frame["value"].astype("float64")
-    feast.activity_path(tenant).parent.mkdir(parents=True, exist_ok=True)
-    frame.drop(columns="value").to_parquet(feast.activity_path(tenant), index=False)
+    feast.data_dir(tenant, CHURN).mkdir(parents=True, exist_ok=True)
+    frame.drop(columns="value").to_parquet(feast.source_path(tenant, CHURN, ACTIVITY),
+                                           index=False)
     pd.DataFrame(labels, columns=[ENTITY, LABEL_TIMESTAMP, LABEL]).to_parquet(
-        feast.labels_path(tenant), index=False)
+        feast.source_path(tenant, CHURN, LABELS), index=False)
 
 
 def values_by_label(joined: pd.DataFrame) -> list[tuple]:
@@ -130,33 +135,27 @@ def test_a_tenant_joins_only_its_own_activity(generated):
 
 
 def test_full_feature_names_prefix_the_view(generated):
-    from ml_assets.data.feature_repo.repo import FEATURE_VIEW, feature_refs
-
     tenant = Tenant("north")
-    labels = pd.read_parquet(generated.labels_path(tenant)).rename(
+    labels = pd.read_parquet(generated.source_path(tenant, CHURN, LABELS)).rename(
         columns={LABEL_TIMESTAMP: TIMESTAMP})
-    joined = generated.apply(tenant).get_historical_features(
-        entity_df=labels, features=feature_refs(), full_feature_names=True).to_df()
-    plain = joined.rename(columns={f"{FEATURE_VIEW}__{f}": f for f in FEATURES})
-    assert set(joined.columns) >= {f"{FEATURE_VIEW}__{f}" for f in FEATURES}
+    joined = generated.apply(tenant, CHURN).get_historical_features(
+        entity_df=labels, features=CHURN.feature_refs, full_feature_names=True).to_df()
+    plain = joined.rename(columns={f"{ACTIVITY}__{f}": f for f in FEATURES})
+    assert set(joined.columns) >= {f"{ACTIVITY}__{f}" for f in FEATURES}
     pd.testing.assert_frame_equal(canonical(plain), canonical(floor(generated, tenant)),
                                   check_dtype=False)
 
 
 def test_entity_rows_as_sql_are_refused_before_any_query(generated):
-    from ml_assets.data.feature_repo.repo import feature_refs
-
-    store = generated.apply(Tenant("north"))
+    store = generated.apply(Tenant("north"), CHURN)
     with pytest.raises(ValueError, match="entity rows as a DataFrame, got str"):
-        store.get_historical_features(entity_df="SELECT 1", features=feature_refs())
+        store.get_historical_features(entity_df="SELECT 1", features=CHURN.feature_refs)
 
 
 def test_a_created_timestamp_cutoff_is_refused_by_feast(generated):
-    from ml_assets.data.feature_repo.repo import feature_refs
-
     tenant = Tenant("north")
-    labels = pd.read_parquet(generated.labels_path(tenant)).rename(
+    labels = pd.read_parquet(generated.source_path(tenant, CHURN, LABELS)).rename(
         columns={LABEL_TIMESTAMP: TIMESTAMP})
     with pytest.raises(NotImplementedError, match="not supported by AsofDuckDBOfflineStore"):
-        generated.apply(tenant).get_historical_features(
-            entity_df=labels, features=feature_refs(), filter_by_created_timestamp=True)
+        generated.apply(tenant, CHURN).get_historical_features(
+            entity_df=labels, features=CHURN.feature_refs, filter_by_created_timestamp=True)

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ml_assets import use_case
 from ml_assets.access.keys import Role, temporary_token
 from ml_assets.monitoring import liveness, realized
 from ml_assets.registry import stages
@@ -75,7 +76,8 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
                                             pc.equal(table["model_version"], version)),
                                     pc.equal(table["status"], 200)))
         scored = rows.select([ENTITY, "ts", "prediction"]).to_pandas()
-    path = feast.labels_path(tenant)
+    churn = use_case.load("churn")
+    path = feast.source_path(tenant, churn, churn.label.name)
     labels = (pd.read_parquet(path, columns=[ENTITY, LABEL, LABEL_TIMESTAMP]) if path.exists()
               else pd.DataFrame(columns=[ENTITY, LABEL, LABEL_TIMESTAMP]))
     joined = realized.labeled_after_scoring(scored, labels, ENTITY, "ts", LABEL,

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from ml_assets import names
+from ml_assets import names, use_case
 from ml_assets.access.keys import Role, temporary_token
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key, tenant_of
@@ -159,7 +159,7 @@ def deployed_endpoint(
                   triton_url=current.triton_url if on_triton else None)
     served = primary or staging
     rows = input_example(f"models:/{tenant.registered_model_name}/{served}")
-    customers = feast.materialize_online(tenant)
+    customers = feast.materialize_online(tenant, use_case.load("churn"))
     context.log.info(f"tenant {tenant.key}: {customers} customers in the online store")
 
     ensure_app(feast, object_store, serve_endpoint)
