@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 USE_CASES_DIR = Path(__file__).parent / "defs"
-COMPONENT_TYPE = "ml_assets.components.UseCaseComponent"
+COMPONENT_TYPE = "ml_assets.defs.use_cases.UseCaseComponent"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"
 COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 

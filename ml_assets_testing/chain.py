@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ml_assets import use_case
-from ml_assets.components import build_chain
+from ml_assets.defs.use_cases import build_chain
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ml_assets.data import contracts
+from ml_assets.data.sources import source_names
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
 from ml_assets.tenants import Tenant
@@ -20,11 +21,6 @@ from ml_assets.use_case import UseCase
 
 class OnboardingError(ValueError):
     """Sources that do not match the use case, cannot be read, or break a contract."""
-
-
-def source_names(use_case: UseCase) -> list[str]:
-    """What a tenant brings for the use case: one file per feature view, and the labels."""
-    return [view.name for view in use_case.feature_views] + [use_case.label.name]
 
 
 def _fetch(uri: str, object_store: ObjectStoreClient, into: Path) -> None:

@@ -128,7 +128,7 @@ def test_splits_are_time_ordered_and_cover_every_row():
     times = pd.date_range("2026-01-01", periods=100, freq="D", tz="UTC")
     frame = pd.DataFrame({ENTITY: range(100), TIMESTAMP: times[::-1], LABEL: 0})
     split = assign_splits(frame, FeatureSplitConfig(validation_fraction=0.2,
-                                                    holdout_fraction=0.1))
+                                                    holdout_fraction=0.1), TIMESTAMP, ENTITY)
     assert split["split"].value_counts().to_dict() == {"train": 70, "validation": 20,
                                                         "holdout": 10}
     order = {"train": 0, "validation": 1, "holdout": 2}

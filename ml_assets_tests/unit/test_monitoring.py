@@ -145,8 +145,9 @@ def test_thresholds_are_per_tenant(profile):
 
 def test_bad_profiles_are_refused_before_any_check():
     rows = synthetic_log.feature_rows("acme", 100, 1)
+    without_nps = monitoring.reference_profile(rows.drop(columns=["nps_score"]), np.zeros(100))
     with pytest.raises(monitoring.ProfileError, match="nps_score"):
-        monitoring.reference_profile(rows.drop(columns=["nps_score"]), np.zeros(100))
+        monitoring.validate_profile(without_nps, FEATURES)  # the use case's features
     with pytest.raises(monitoring.ProfileError, match="99 predictions for 100 rows"):
         monitoring.reference_profile(rows, np.zeros(99))
     with pytest.raises(monitoring.ProfileError, match="format"):
@@ -157,7 +158,8 @@ def test_profile_describes_the_reference_rows():
     rows = synthetic_log.feature_rows("acme", 8000, 1)
     rows.loc[:799, "nps_score"] = np.nan
     predictions = synthetic_log.predictions(8000, 2)
-    profile = monitoring.validate_profile(monitoring.reference_profile(rows, predictions), FEATURES)
+    profile = monitoring.validate_profile(monitoring.reference_profile(rows, predictions),
+                                          FEATURES)
     nps = profile["features"]["nps_score"]
     assert nps["count"] == 7200 and nps["null_fraction"] == pytest.approx(0.1)
     assert nps["mean"] == pytest.approx(rows["nps_score"].mean())

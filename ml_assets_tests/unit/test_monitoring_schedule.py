@@ -9,19 +9,18 @@ from ml_assets_testing.chain import chain
 
 monitoring_schedule = chain().schedule("monitoring_schedule")
 
-
-
 def test_the_schedule_monitors_each_deployed_tenant_once_per_tick():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["acme", "globex", "initech"])
         for tenant in ("acme", "initech"):
             instance.report_runless_asset_event(dg.AssetMaterialization(
-                names.DEPLOYED_ENDPOINT, partition=tenant))
+                ["churn", names.DEPLOYED_ENDPOINT], partition=tenant))
         instance.report_runless_asset_event(dg.AssetMaterialization(
-            names.REGISTERED_MODEL, partition="globex"))  # registered, never deployed
+            ["churn", names.REGISTERED_MODEL], partition="globex"))  # registered, never deployed
         tick = datetime(2026, 11, 30, 2, 5, tzinfo=UTC)
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
-        requests = monitoring_schedule(context)
+        with dg.build_schedule_context(instance=instance,
+                                       scheduled_execution_time=tick) as context:
+            requests = monitoring_schedule(context)
     assert [(r.partition_key, r.run_key, r.tags[names.TRIGGER_TAG]) for r in requests] == [
         ("acme", "acme:20261130T0205", "schedule"),
         ("initech", "initech:20261130T0205", "schedule")]

@@ -127,6 +127,6 @@ def test_the_stage_change_sensor_reloads_triton_only_for_tenants_on_it():
         assert not on_triton(instance, ACME)
         for tenant, engine in (("acme", TRITON), ("globex", TRITON), ("globex", RAY)):
             instance.report_runless_asset_event(dg.AssetMaterialization(
-                names.TRITON_ENDPOINT, partition=tenant, metadata={"engine": engine}))
+                ["churn", names.TRITON_ENDPOINT], partition=tenant, metadata={"engine": engine}))
         assert on_triton(instance, ACME)
         assert not on_triton(instance, Tenant("globex"))  # routed back in-process since

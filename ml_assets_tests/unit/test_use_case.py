@@ -7,12 +7,12 @@ import yaml
 from pydantic import ValidationError
 
 from ml_assets import names, use_case
-from ml_assets.components import build_chain
+from ml_assets.defs.use_cases import build_chain
 from ml_assets.resources import build_resources
 from ml_assets.settings import load_settings
 
 THIRD = """
-type: ml_assets.components.UseCaseComponent
+type: ml_assets.defs.use_cases.UseCaseComponent
 attributes:
   name: late_payment
   entity: {name: invoice, join_key: invoice_id, key_type: string}
