@@ -133,7 +133,7 @@ def materialize(instance: dg.DagsterInstance, resources: dict, tenant: str,
                 selection: list[str] | None = None, config: dict | None = None,
                 raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     if config is None:
-        trains = selection is None or "trained_model" in selection
+        trains = selection is None or "churn/trained_model" in selection
         config = run_config() if trains else {}
     return dg.materialize(
         graph_assets(),
