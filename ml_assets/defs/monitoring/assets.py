@@ -15,10 +15,10 @@ from ml_assets.events import EventType
 from ml_assets.monitoring import check_history, drift_views, liveness, realized
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.monitoring.window import (
-    LOG_COLUMNS,
     canary_outcome,
     evaluate,
     load_profile,
+    log_columns,
     newest_version,
     rollout_traffic,
     served_traffic,
@@ -33,7 +33,7 @@ from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
 from ml_assets.resources.rollout import RolloutPolicy, RolloutSteps
 from ml_assets.serving import prediction_log
-from ml_assets.serving.routing import get_route
+from ml_assets.serving.routing import DEFAULT_USE_CASE, get_route
 from ml_assets.tenants import Tenant
 
 if TYPE_CHECKING:
@@ -179,7 +179,8 @@ def model_monitoring(
     object_store.check()
     end = datetime.now(UTC)
     start = end - timedelta(minutes=monitoring_policy.window_minutes)
-    logged = prediction_log.read(object_store, tenant, LOG_COLUMNS, since=start)
+    logged = prediction_log.read(object_store, tenant, DEFAULT_USE_CASE,
+                                 log_columns(DEFAULT_USE_CASE), since=start)
     table = served_traffic(logged)  # what callers got: no shadow, no pre-production route
     version = newest_version(table, prediction_log.PRODUCTION_ROUTE)
     profile = load_profile(mlflow, tenant, version) if version else None

@@ -21,14 +21,17 @@ from ml_assets.tenants import Tenant, registered_tenants
 )
 def prediction_log_compaction(context: dg.AssetExecutionContext, object_store: ObjectStore,
                               prediction_log_policy: PredictionLogPolicy) -> dg.MaterializeResult:
-    """The tenant's prediction log with each closed hour compacted into one file and the days
-    past the retention deleted: monitoring's read costs its window, not the log's age."""
+    """The tenant's prediction logs (one per use case) with each closed hour compacted into
+    one file and the days past the retention deleted: monitoring's read costs its window, not
+    the log's age."""
     tenant = Tenant(context.partition_key)
     policy = prediction_log_policy
     object_store.check()
-    done = log_compaction.compact(object_store, tenant, lookback_days=policy.lookback_days,
-                                  grace=timedelta(minutes=policy.grace_minutes))
-    done.expired = log_compaction.expire(object_store, tenant, policy.retention_days)
+    done = log_compaction.compact_every_log(object_store, tenant,
+                                            lookback_days=policy.lookback_days,
+                                            grace=timedelta(minutes=policy.grace_minutes))
+    done.expired = log_compaction.expire_every_log(object_store, tenant,
+                                                   policy.retention_days)
     return dg.MaterializeResult(metadata={
         "hours_compacted": len(done.partitions),
         "files_read": done.files_read,

@@ -63,7 +63,7 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
     import pandas as pd
     import pyarrow.compute as pc
 
-    from ml_assets.serving.prediction_log import PRODUCTION_ROUTE
+    from ml_assets.serving.prediction_log import ENTITY_KEY, PRODUCTION_ROUTE
 
     metric = limits.quality_metric
     holdout, scored = None, pd.DataFrame(columns=[ENTITY, "ts", "prediction"])
@@ -74,7 +74,8 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
         rows = table.filter(pc.and_(pc.and_(pc.equal(table["route"], PRODUCTION_ROUTE),
                                             pc.equal(table["model_version"], version)),
                                     pc.equal(table["status"], 200)))
-        scored = rows.select([ENTITY, "ts", "prediction"]).to_pandas()
+        scored = (rows.select([ENTITY_KEY, "ts", "prediction"]).to_pandas()
+                  .rename(columns={ENTITY_KEY: ENTITY}))  # a string: the join casts it
     path = feast.labels_path(tenant)
     labels = (pd.read_parquet(path, columns=[ENTITY, LABEL, LABEL_TIMESTAMP]) if path.exists()
               else pd.DataFrame(columns=[ENTITY, LABEL, LABEL_TIMESTAMP]))

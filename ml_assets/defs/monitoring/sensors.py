@@ -8,6 +8,7 @@ import dagster as dg
 from ml_assets import names
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.serving import prediction_log
+from ml_assets.serving.routing import DEFAULT_USE_CASE
 from ml_assets.tenants import Tenant, registered_tenants
 
 
@@ -18,7 +19,7 @@ def newest_log_file(object_store: ObjectStore, tenant: Tenant,
     however old the log is. Compacted files bring no new rows and are not counted."""
     now = now or datetime.now(UTC)
     for hour in (now, now - timedelta(hours=1)):
-        keys = object_store.list(tenant, prediction_log.hour_dir(hour))
+        keys = object_store.list(tenant, prediction_log.hour_dir(DEFAULT_USE_CASE, hour))
         written = [key for key in keys
                    if key.endswith(".parquet") and not prediction_log.is_compacted(key)]
         if written:
