@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ml_assets.serving.routing import DEFAULT_USE_CASE
 from ml_assets.tenants import Tenant
 
 
@@ -48,7 +49,7 @@ class ServeEndpoint(dg.ConfigurableResource):
                 "rate_limit_per_minute": self.predict_rate_limit_per_minute}
 
     def url(self, tenant: Tenant, port: int | None = None, staging: bool = False,
-            use_case: str = "churn") -> str:
+            use_case: str = DEFAULT_USE_CASE) -> str:
         """The predict URL of the tenant's use case (its pre-production route with `staging`)
         at the proxy, or at the replica's own `port`."""
         path = "staging/predict" if staging else "predict"

@@ -82,6 +82,10 @@ class ModelService:
     async def __init__(self, feast: dict, object_store: dict, keys_path: str,
                        rate_limit_per_minute: int, log_flush_s: float = 2.0) -> None:
         self.feast = TenantFeatureStore(**feast)
+        # the data layer moves to online stores per (tenant, use case); until it has, the
+        # tenant's one store holds churn's features only
+        self.store_per_use_case = len(
+            inspect.signature(self.feast.online_features).parameters) == 3
         self.object_store = ObjectStoreClient(**object_store)
         self.keys = KeyStore(keys_path, cache_s=REPLICA_CACHE_S)
         self.limiter = RateLimiter(rate_limit_per_minute)
@@ -198,9 +202,7 @@ class ModelService:
 
     def _online_columns(self, tenant: str, use_case: UseCase, keys: list) -> dict[str, list]:
         """{feature: values} of the entities from the (tenant, use case)'s online store."""
-        # the data layer moves to stores per (tenant, use case); until it has, the tenant's
-        # one store holds churn's features only
-        per_use_case = len(inspect.signature(self.feast.online_features).parameters) == 3
+        per_use_case = self.store_per_use_case
         if not per_use_case and use_case.name != "churn":
             raise RequestError(404, f"no online store for use case {use_case.name!r} of "
                                     f"tenant {tenant!r}: send rows")
