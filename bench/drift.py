@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from bench.common import report
 from ml_assets.monitoring import statistics as monitoring
-from ml_assets.monitoring.window import LOG_COLUMNS, evaluate
+from ml_assets.monitoring.window import evaluate, log_columns
 from ml_assets.resources.monitoring import MonitoringThresholds
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.schema import FEATURES
@@ -26,6 +26,7 @@ from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
 
 TENANT = Tenant("bench")
+USE_CASE = "churn"
 FILES = 20  # the log is many appended files, as the Serve replicas write it
 EVIDENTLY = {"rows": 356_000, "columns": 50, "seconds": 180.0}
 
@@ -34,7 +35,8 @@ def write_log(store: ObjectStore, table: pa.Table) -> None:
     for i, part in enumerate(np.array_split(np.arange(len(table)), FILES)):
         sink = pa.BufferOutputStream()
         pq.write_table(table.take(part), sink)
-        store.put_bytes(TENANT, f"{prediction_log.LOG_DIR}/date=2026-01-01/{i:04d}.parquet",
+        store.put_bytes(TENANT,
+                        f"{prediction_log.log_dir(USE_CASE)}/date=2026-01-01/{i:04d}.parquet",
                         sink.getvalue().to_pybytes())
 
 
@@ -42,7 +44,7 @@ def checks_once(store: ObjectStore, profile: dict) -> dict:
     """Wall and CPU seconds (all threads: the machine is shared, CPU time is the steadier
     figure) of reading the log columns and running the four checks."""
     started, started_cpu = time.perf_counter(), time.process_time()
-    table = prediction_log.read(store, TENANT, LOG_COLUMNS)
+    table = prediction_log.read(store, TENANT, USE_CASE, log_columns(USE_CASE))
     read, read_cpu = time.perf_counter(), time.process_time()
     _, outcomes = evaluate(table, profile, "1", MonitoringThresholds())
     done, done_cpu = time.perf_counter(), time.process_time()

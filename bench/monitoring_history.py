@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from bench.common import report
-from ml_assets.monitoring.window import LOG_COLUMNS
+from ml_assets.monitoring.window import log_columns
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.serving import log_compaction, prediction_log
 from ml_assets.tenants import Tenant
@@ -26,6 +26,7 @@ from ml_assets_testing.recording_store import RecordingStore
 from ml_assets_testing.servers import s3_store, start_s3
 
 TENANT = Tenant("bench")
+USE_CASE = "churn"
 NOW = datetime(2026, 1, 31, 12, 40, tzinfo=UTC)  # window: 11:40-12:40, two hour partitions
 WINDOW = timedelta(minutes=60)
 FILES_PER_HOUR = 3  # replica files per closed hour before compaction
@@ -47,28 +48,30 @@ def write_log(store, days: int, base: pa.Table) -> float:
         table = shifted(base, hour)
         step = -(-table.num_rows // FILES_PER_HOUR)
         for i in range(FILES_PER_HOUR):
-            prediction_log.write_table(store, TENANT, table.slice(i * step, step))
+            prediction_log.write_table(store, TENANT, USE_CASE, table.slice(i * step, step))
     started = time.perf_counter()
-    log_compaction.compact(store, TENANT, now=NOW, lookback_days=days)
+    log_compaction.compact(store, TENANT, USE_CASE, now=NOW, lookback_days=days)
     per_hour = (time.perf_counter() - started) / len(hours)
     table = shifted(base, current).filter(pc.field("ts") < NOW)
     step = -(-table.num_rows // OPEN_HOUR_FILES)
     for i in range(OPEN_HOUR_FILES):
-        prediction_log.write_table(store, TENANT, table.slice(i * step, step))
+        prediction_log.write_table(store, TENANT, USE_CASE, table.slice(i * step, step))
     return per_hour
 
 
 def every_file(store: RecordingStore) -> pa.Table:
     """The read before partitions: every file of the log listed, the window kept by ts."""
-    files = [(k, size) for k, size in store.list_sizes(TENANT, prediction_log.LOG_DIR)
+    files = [(k, size) for k, size in store.list_sizes(TENANT, prediction_log.log_dir(USE_CASE))
              if k.endswith(".parquet")]
     where = (ds.field("ts") >= NOW - WINDOW) & (ds.field("ts") < NOW)
-    return prediction_log.read_files(store, TENANT, files, LOG_COLUMNS, where)
+    return prediction_log.read_files(store, TENANT, USE_CASE, files, log_columns(USE_CASE),
+                                    where)
 
 
 def window_read(store) -> pa.Table:
     """What model_monitoring reads."""
-    return prediction_log.read(store, TENANT, LOG_COLUMNS, since=NOW - WINDOW, until=NOW)
+    return prediction_log.read(store, TENANT, USE_CASE, log_columns(USE_CASE),
+                               since=NOW - WINDOW, until=NOW)
 
 
 def measure(stores: dict[int, RecordingStore], read, repeats: int) -> dict[int, dict]:
@@ -102,7 +105,7 @@ def bench_store(name: str, make_store, days: list[int], base: pa.Table, repeats:
     for age, store in stores.items():
         assert window[age]["rows"] == before[age]["rows"] > 0
         rows.append({"store": name, "log age (days)": age,
-                     "files in log": len(store.list(TENANT, prediction_log.LOG_DIR)),
+                     "files in log": len(store.list(TENANT, prediction_log.log_dir(USE_CASE))),
                      "rows in window": window[age]["rows"], "listings": window[age]["listings"],
                      "window read ms": window[age]["ms"],
                      "vs youngest": window[age]["ms"] / window[days[0]]["ms"],

@@ -25,6 +25,7 @@ from ml_assets.tenants import Tenant
 from ml_assets_testing.servers import free_port, wait_for_http
 
 TENANT = Tenant("bench")
+USE_CASE = "churn"
 SLA_MS = 50.0
 # Serve 2.60 knobs (ray/serve/_private/constants.py), read when its processes start: RAY_SERVE_*
 # go into the cluster's environment, ML_ASSETS_* into the project's settings. Loop and log knobs
@@ -149,7 +150,7 @@ def floor(state: Path, tracking_uri: str, token: str, args, secured: bool) -> li
         [sys.executable, "-m", "uvicorn", "bench.serving_floor:app", "--port", str(port),
          "--log-level", "warning", "--no-access-log"], env=env)
     try:
-        url = f"http://127.0.0.1:{port}/v1/{TENANT.key}/predict"
+        url = f"http://127.0.0.1:{port}/v1/{TENANT.key}/{USE_CASE}/predict"
         wait_for_http(f"http://127.0.0.1:{port}/healthz", server)
         return [{"server": SECURED_FLOOR if secured else FLOOR,
                  **run_load(url, c, args.duration, token if secured else None)}
@@ -183,7 +184,7 @@ def trust_cpu(state: Path, tracking_uri: str, token: str, requests: int = 20_000
     header = f"Bearer {token}"
 
     def bare() -> list:
-        matrix = validate_rows(parse_body(decode_json(body))[1])
+        matrix = validate_rows(parse_body(decode_json(body))[1], schema.FEATURES)
         with torch.no_grad():
             predictions = model(torch.tensor(matrix, dtype=torch.float32)).tolist()
         JSONResponse({"tenant": TENANT.key, "predictions": predictions})
@@ -200,7 +201,7 @@ def trust_cpu(state: Path, tracking_uri: str, token: str, requests: int = 20_000
 
     matrix = bare()
     bare_us = timed(lambda: [bare() for _ in range(requests)])
-    buffer = prediction_log.LogBuffer(TENANT.key)
+    buffer = prediction_log.LogBuffer(TENANT.key, USE_CASE)
     request_us = timed(lambda: [added(buffer, matrix) for _ in range(requests)])
     write_us = timed(lambda: prediction_log.write_buffer(store, buffer))
     return {"bare route us/request": round(bare_us, 1),
@@ -256,7 +257,7 @@ def ray_serve(name: str, overrides: dict, state: Path, token: str,
     from datetime import UTC, datetime
 
     store = build_resources(load_settings({"ML_ASSETS_STATE_DIR": str(state)}))["object_store"]
-    log = prediction_log.read(store, TENANT, columns=["latency_ms", "status"],
+    log = prediction_log.read(store, TENANT, USE_CASE, columns=["latency_ms", "status"],
                               since=datetime.fromtimestamp(started, UTC)).to_pandas()
     return rows, float(np.percentile(log["latency_ms"], 50)) if len(log) else float("nan")
 

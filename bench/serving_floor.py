@@ -28,9 +28,10 @@ from ml_assets.serving.request import (
     RequestError,
     decode_json,
     parse_body,
-    tenant_of,
+    predict_target,
     validate_rows,
 )
+from ml_assets.use_case import load
 
 model = mlflow.pytorch.load_model(os.environ["MODEL_URI"]).eval()
 VERSION = os.environ["MODEL_URI"].rsplit("/", 1)[-1]
@@ -39,12 +40,13 @@ keys = KeyStore(os.environ["KEYS_PATH"], cache_s=REPLICA_CACHE_S) if SECURED els
 limiter = RateLimiter(600_000)
 store = ObjectStoreClient(root=os.environ.get("OBJECTS_DIR", "/tmp/floor-objects"))
 buffer: dict[str, prediction_log.LogBuffer] = {}
+USE_CASE = load("churn")
 
 
 def log(tenant: str, status: int, started: float, matrix: list, predictions: list) -> None:
     """What the replica's _log does."""
     if tenant not in buffer:
-        buffer[tenant] = prediction_log.LogBuffer(tenant)
+        buffer[tenant] = prediction_log.LogBuffer(tenant, USE_CASE)
     buffer[tenant].add(VERSION, "production", status, (time.perf_counter() - started) * 1000,
                        [None], matrix, predictions)
 
@@ -52,11 +54,11 @@ def log(tenant: str, status: int, started: float, matrix: list, predictions: lis
 async def predict(request: Request) -> JSONResponse:
     started = time.perf_counter()
     try:
-        tenant = tenant_of(request.url.path)
+        tenant = predict_target(request.url.path)[0]
         if SECURED:
             authorize(keys, limiter, request.headers.get("authorization"), tenant, Role.predict)
-        _, rows = parse_body(decode_json(await request.body()))
-        matrix = validate_rows(rows)
+        _, rows, _ = parse_body(decode_json(await request.body()))
+        matrix = validate_rows(rows, USE_CASE.features)
     except (RequestError, AccessDenied) as exc:
         return JSONResponse({"error": str(exc)}, exc.status)
     with torch.no_grad():
@@ -89,5 +91,5 @@ async def healthz(_: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-app = Starlette(routes=[Route("/v1/{tenant}/predict", predict, methods=["POST"]),
+app = Starlette(routes=[Route("/v1/{tenant}/churn/predict", predict, methods=["POST"]),
                         Route("/healthz", healthz)], lifespan=lifespan)

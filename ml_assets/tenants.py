@@ -61,7 +61,7 @@ class Tenant:
 
     @property
     def serve_app_name(self) -> str:
-        return f"churn-{self.key}"
+        return f"models-{self.key}"
 
     @property
     def route_prefix(self) -> str:

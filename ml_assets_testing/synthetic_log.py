@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 PREDICTION_MEAN, PREDICTION_STD = 0.3, 0.08
+USE_CASE = "churn"  # the generators make churn's data
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,11 @@ def generate(tenant: str, spec: LogSpec) -> pa.Table:
         "route": [spec.route] * n,
         "status": np.where(failed, 500, 200).astype(np.int16),
         "latency_ms": latency,
-        "customer_id": np.arange(n, dtype=np.int64),
+        "use_case": [USE_CASE] * n,
+        prediction_log.ENTITY_KEY: [str(i) for i in range(n)],
         **{name: frame[name].to_numpy() for name in ["prediction", *FEATURES]},
     }
-    return pa.Table.from_pydict(columns, schema=prediction_log.schema())
+    return pa.Table.from_pydict(columns, schema=prediction_log.schema(USE_CASE))
 
 
 def reference(tenant: str, rows: int = 3000, seed: int = 7) -> dict:

@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from ml_assets.data import contracts
-from ml_assets.data.sources import source_names
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
+from ml_assets.data.sources import source_names
 from ml_assets.tenants import Tenant
 from ml_assets.use_case import UseCase
 

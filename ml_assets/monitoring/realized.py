@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ml_assets.monitoring.statistics import Outcome
-from ml_assets.training.metrics import LOWER_IS_BETTER, binary_metrics
+from ml_assets.training.metrics import LOWER_IS_BETTER, task_metrics
 
 REALIZED_QUALITY = "realized_quality"
 
@@ -34,10 +34,11 @@ def labeled_after_scoring(scored: pd.DataFrame, labels: pd.DataFrame, entity: st
     labels = labels.dropna(subset=[entity, label, label_ts]).sort_values(label_ts)
     if scored.empty or labels.empty:
         return scored.iloc[0:0].assign(**{label: pd.Series(dtype=float)})
-    scored = scored.assign(**{entity: scored[entity].astype("int64"),
+    # the log keeps every key as a string; the label file has the use case's key type
+    scored = scored.assign(**{entity: scored[entity].astype(str),
                               ts: pd.to_datetime(scored[ts], utc=True)})
     labels = labels[[entity, label, label_ts]].assign(
-        **{entity: labels[entity].astype("int64"),
+        **{entity: labels[entity].astype(str),
            label_ts: pd.to_datetime(labels[label_ts], utc=True)})
     joined = pd.merge_asof(scored, labels, left_on=ts, right_on=label_ts, by=entity,
                            direction="forward", allow_exact_matches=False)
@@ -45,12 +46,13 @@ def labeled_after_scoring(scored: pd.DataFrame, labels: pd.DataFrame, entity: st
 
 
 def realized_quality(joined: pd.DataFrame, label: str, holdout: float | None, metric: str,
-                     max_drop: float, min_rows: int, scored: np.ndarray) -> Outcome:
+                     max_drop: float, min_rows: int, scored: np.ndarray,
+                     task: str = "binary_classification") -> Outcome:
     """Fails when the metric on the labeled rows is worse than the holdout value by more than
     max_drop. Too few labeled rows (or no holdout value to compare with) only warns. The CBPE
     estimate over all the window's `scored` probabilities goes alongside."""
     rows = len(joined)
-    estimate = expected_roc_auc(scored)
+    estimate = expected_roc_auc(scored) if task == "binary_classification" else None
     details: dict = {"metric": metric, "holdout_value": holdout, "max_drop": max_drop,
                      "expected_roc_auc_cbpe": estimate}
     if rows < min_rows or holdout is None:
@@ -63,7 +65,7 @@ def realized_quality(joined: pd.DataFrame, label: str, holdout: float | None, me
         return Outcome(REALIZED_QUALITY, passed=False, observed=None, threshold=max_drop,
                        rows=rows, enough_data=False,
                        details={**details, "reason": "labels of one class only: no ROC AUC"})
-    realized = binary_metrics(y, joined["prediction"].to_numpy(dtype=np.float64))[metric]
+    realized = task_metrics(task, y, joined["prediction"].to_numpy(dtype=np.float64))[metric]
     drop = (realized - holdout) if metric in LOWER_IS_BETTER else (holdout - realized)
     # observed and threshold in one unit: the drop from the holdout value
     return Outcome(REALIZED_QUALITY, passed=bool(drop <= max_drop), observed=float(drop),

@@ -1,5 +1,5 @@
-"""A window of a tenant's prediction log held to the served version's reference profile and
-the tenant's limits: the numbers every monitoring check reports."""
+"""A window of a (tenant, use case)'s prediction log held to the served version's reference
+profile and the tenant's limits: the numbers every monitoring check reports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from ml_assets import use_case
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.registry import stages
-from ml_assets.schema import FEATURES
+from ml_assets.serving.prediction_log import ENTITY_KEY, UseCaseRef, features_of, schema
 from ml_assets.tenants import Tenant
 
 if TYPE_CHECKING:
@@ -22,8 +22,13 @@ if TYPE_CHECKING:
     from ml_assets.resources.mlflow import MlflowRegistry
     from ml_assets.resources.monitoring import MonitoringThresholds
 
-LOG_COLUMNS = ["request_id", "ts", "model_version", "route", "status", "latency_ms",
-               "customer_id", "prediction", *FEATURES]
+REQUEST_COLUMNS = ["request_id", "ts", "model_version", "route", "status", "latency_ms",
+                   ENTITY_KEY, "prediction"]
+
+
+def log_columns(use_case: UseCaseRef) -> list[str]:
+    """The columns of the use case's log that monitoring reads: requests and its features."""
+    return [*REQUEST_COLUMNS, *features_of(use_case)]
 
 
 def load_profile(mlflow: MlflowRegistry, tenant: Tenant, version: str) -> dict[str, Any] | None:
@@ -56,12 +61,15 @@ def newest_version(table: pa.Table, route: str) -> str | None:
 
 
 def scored_columns(table: pa.Table, version: str) -> dict[str, np.ndarray]:
-    """Prediction and feature columns of the version's successful rows."""
+    """Prediction and feature columns (every column but the request's: the use case's
+    features, as read) of the version's successful rows."""
     import pyarrow.compute as pc
 
     rows = table.filter(pc.and_(pc.equal(table["model_version"], version),
                                 pc.is_valid(table["prediction"])))
-    return {name: rows[name].to_numpy().astype(np.float64) for name in ["prediction", *FEATURES]}
+    request = set(schema(None).names) - {"prediction"}
+    return {name: rows[name].to_numpy().astype(np.float64) for name in rows.column_names
+            if name not in request}
 
 
 def evaluate(table: pa.Table, profile: dict[str, Any] | None, version: str | None,

@@ -1,11 +1,10 @@
 """What the monitoring checks hold a tenant's prediction log to: window and thresholds."""
 
-from typing import Literal
-
 import dagster as dg
 from pydantic import Field, field_validator
 
 from ml_assets.tenants import Tenant, validated_keys
+from ml_assets.use_case import METRICS
 
 
 class MonitoringThresholds(dg.Config):
@@ -25,8 +24,17 @@ class MonitoringThresholds(dg.Config):
     quiet_minutes: float = Field(
         5.0, gt=0, description="no answered production request for this long: a probe "
         "request checks the endpoint is alive")
-    quality_metric: Literal["roc_auc", "f1", "accuracy", "brier", "log_loss"] = Field(
-        "roc_auc", description="the metric realized_quality computes on labeled rows")
+    quality_metric: str | None = Field(
+        None, description="the metric realized_quality computes on labeled rows; default: the "
+        "use case's gate metric")
+
+    @field_validator("quality_metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        known = [m for metrics in METRICS.values() for m in metrics]
+        if value is not None and value not in known:
+            raise ValueError(f"unknown quality_metric {value!r}: one of {known}")
+        return value
     max_quality_drop: float = Field(
         0.05, ge=0, description="how far the realized metric may fall below the version's "
         "holdout value")

@@ -48,10 +48,11 @@ class ServeEndpoint(dg.ConfigurableResource):
                 "rate_limit_per_minute": self.predict_rate_limit_per_minute}
 
     def url(self, tenant: Tenant, port: int | None = None, staging: bool = False) -> str:
-        """The tenant's predict URL (its pre-production route with `staging`) at the proxy,
-        or at the replica's own `port`."""
+        """The predict URL of the tenant's use case (its pre-production route with `staging`)
+        at the proxy, or at the replica's own `port`."""
         path = "staging/predict" if staging else "predict"
-        return f"http://{self.host}:{port or self.port}{tenant.route_prefix}/{path}"
+        return (f"http://{self.host}:{port or self.port}{tenant.route_prefix}/"
+                f"{tenant.use_case}/{path}")
 
     def controller_env(self) -> dict[str, str]:
         """Env of the Serve controller this project starts; the proxy and replicas it starts

@@ -1,4 +1,4 @@
-"""Compaction and retention of a tenant's prediction log.
+"""Compaction and retention of a (tenant, use case)'s prediction log.
 
 The replica writes a small file every few seconds into the hour its rows belong to. Compaction
 turns each closed hour into one file sorted by `ts`, so a read costs one file per past hour;
@@ -23,8 +23,10 @@ from ml_assets.serving.prediction_log import (
     COMPACTED_PREFIX,
     COVERS_KEY,
     LOG_DIR,
+    UseCaseRef,
     is_compacted,
     live_files,
+    log_dir,
     parquet_bytes,
     read_files,
 )
@@ -33,13 +35,14 @@ from ml_assets.tenants import Tenant
 if TYPE_CHECKING:
     from ml_assets.data.object_store import ObjectStoreClient
 
-HOUR_DIR = re.compile(rf"^{LOG_DIR}/date=(\d{{4}}-\d{{2}}-\d{{2}})/hour=(\d{{2}})$")
-DATE_DIR = re.compile(rf"^{LOG_DIR}/date=(\d{{4}}-\d{{2}}-\d{{2}})$")
+# the folders below the tenant's prefix: <use_case>/predictions/date=D[/hour=H]
+DATE_DIR = re.compile(rf"^[a-z_][a-z0-9_]*/{LOG_DIR}/date=(\d{{4}}-\d{{2}}-\d{{2}})$")
+HOUR_DIR = re.compile(DATE_DIR.pattern.removesuffix("$") + r"/hour=(\d{2})$")
 
 
 @dataclass
 class Compaction:
-    """What one run did to a tenant's log."""
+    """What one run did to a (tenant, use case)'s log."""
 
     partitions: list[str] = field(default_factory=list)  # hour folders rewritten
     files_read: int = 0
@@ -56,14 +59,15 @@ def hour_of(directory: str) -> datetime | None:
     return datetime.fromisoformat(f"{found[1]}T{found[2]}:00:00+00:00")
 
 
-def closed_partitions(store: ObjectStoreClient, tenant: Tenant, now: datetime,
-                      lookback_days: int, grace: timedelta) -> dict[str, list[tuple[str, int]]]:
+def closed_partitions(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+                      now: datetime, lookback_days: int,
+                      grace: timedelta) -> dict[str, list[tuple[str, int]]]:
     """The hour partitions of the last lookback_days days that ended at least `grace` ago,
     with their files: one listing per day."""
     partitions: dict[str, list[tuple[str, int]]] = {}
     for back in range(lookback_days, -1, -1):
         day = (now - timedelta(days=back)).astimezone(UTC)
-        for key, size in store.list_sizes(tenant, LOG_DIR, f"date={day:%Y-%m-%d}"):
+        for key, size in store.list_sizes(tenant, log_dir(use_case), f"date={day:%Y-%m-%d}"):
             directory = key.rsplit("/", 1)[0]
             hour = hour_of(directory)
             if key.endswith(".parquet") and hour and hour + timedelta(hours=1) + grace <= now:
@@ -71,7 +75,8 @@ def closed_partitions(store: ObjectStoreClient, tenant: Tenant, now: datetime,
     return partitions
 
 
-def compact_partition(store: ObjectStoreClient, tenant: Tenant, directory: str,
+def compact_partition(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+                      directory: str,
                       files: list[tuple[str, int]]) -> tuple[str | None, int, int]:
     """Rewrite one hour partition's listed files as one compacted file, then delete exactly
     them; (the compacted key or None when there was nothing to do, rows, files deleted)."""
@@ -83,7 +88,7 @@ def compact_partition(store: ObjectStoreClient, tenant: Tenant, directory: str,
     if len(live) == 1 and is_compacted(live[0][0]):
         store.delete(tenant, superseded)  # what a run that stopped mid-way left behind
         return None, 0, len(superseded)
-    table = read_files(store, tenant, live).sort_by("ts")
+    table = read_files(store, tenant, use_case, live).sort_by("ts")
     # everything listed, live or superseded: whatever order the deletes happen in (or stop
     # in), no file this one holds the rows of is read beside it
     names = sorted(key.rsplit("/", 1)[-1] for key, _ in files)
@@ -97,17 +102,18 @@ def compact_partition(store: ObjectStoreClient, tenant: Tenant, directory: str,
     return key, table.num_rows, len(files)
 
 
-def compact(store: ObjectStoreClient, tenant: Tenant, now: datetime | None = None,
-            lookback_days: int = 1, grace: timedelta = timedelta(minutes=5)) -> Compaction:
+def compact(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+            now: datetime | None = None, lookback_days: int = 1,
+            grace: timedelta = timedelta(minutes=5)) -> Compaction:
     """Compact every closed hour of the last lookback_days days (and today) that is not one
     compacted file yet."""
     now = now or datetime.now(UTC)
     done = Compaction()
-    for directory, files in sorted(closed_partitions(store, tenant, now, lookback_days,
-                                                     grace).items()):
+    for directory, files in sorted(closed_partitions(store, tenant, use_case, now,
+                                                     lookback_days, grace).items()):
         if len(files) == 1 and is_compacted(files[0][0]):
             continue
-        key, rows, deleted = compact_partition(store, tenant, directory, files)
+        key, rows, deleted = compact_partition(store, tenant, use_case, directory, files)
         done.files_read += len(files)
         done.files_deleted += deleted
         if key:
@@ -116,18 +122,41 @@ def compact(store: ObjectStoreClient, tenant: Tenant, now: datetime | None = Non
     return done
 
 
-def expire(store: ObjectStoreClient, tenant: Tenant, retention_days: int,
-           now: datetime | None = None) -> list[str]:
-    """Delete the tenant's day partitions whose every row is older than retention_days; the
-    folders deleted. Lists only the day folders, never another tenant's prefix."""
+def expire(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+           retention_days: int, now: datetime | None = None) -> list[str]:
+    """Delete the (tenant, use case)'s day partitions whose every row is older than
+    retention_days; the folders deleted. Lists only the day folders, never another tenant's
+    prefix."""
     if retention_days < 1:
         raise ValueError(f"retention_days={retention_days}: must be at least 1")
     cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
     expired = []
-    for directory in store.list_dirs(tenant, LOG_DIR):
+    for directory in store.list_dirs(tenant, log_dir(use_case)):
         found = DATE_DIR.match(directory)
         if found and datetime.fromisoformat(f"{found[1]}T00:00:00+00:00") + timedelta(
                 days=1) <= cutoff:
             store.delete_dir(tenant, directory)
             expired.append(directory)
     return expired
+
+
+def compact_logs(store: ObjectStoreClient, tenant: Tenant, logs: list[UseCaseRef],
+                 now: datetime | None = None, lookback_days: int = 1,
+                 grace: timedelta = timedelta(minutes=5)) -> Compaction:
+    """compact() of each of the tenant's `logs` (use cases, or None: the UNROUTED log),
+    summed."""
+    done = Compaction()
+    for use_case in logs:
+        one = compact(store, tenant, use_case, now, lookback_days, grace)
+        done.partitions += one.partitions
+        done.files_read += one.files_read
+        done.files_deleted += one.files_deleted
+        done.rows += one.rows
+    return done
+
+
+def expire_logs(store: ObjectStoreClient, tenant: Tenant, logs: list[UseCaseRef],
+                retention_days: int, now: datetime | None = None) -> list[str]:
+    """expire() of each of the tenant's `logs`: every folder deleted."""
+    return [directory for use_case in logs
+            for directory in expire(store, tenant, use_case, retention_days, now)]

@@ -1,23 +1,101 @@
-"""One way to load a logged model of any family and score a feature matrix with it."""
+"""A registered model version as one callable, whatever its family: float32 rows in, one number
+per row out (the positive class's probability for a binary use case, the value for a
+regression). The Serve replica, batch scoring and tests load models only through here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, get_args
 
-import numpy as np
+from ml_assets.use_case import Family
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+if TYPE_CHECKING:
+    import numpy as np
+
+Predictor = Callable[["np.ndarray"], "np.ndarray"]
+FAMILIES: tuple[str, ...] = get_args(Family)
+MODEL_TYPE_TAG = "model_type"  # the version tag naming its family (training writes it)
+DEFAULT_FAMILY = "torch_mlp"  # versions registered before the tag existed
 
 
-def load_predictor(model_uri: str) -> Predictor:
-    """matrix [n, F] float32 -> predictions [n] (probabilities for a binary label)."""
-    import mlflow.pytorch as mlflow_pytorch
+class UnknownFamilyError(ValueError):
+    """A version whose model_type tag names no family this code can load."""
+
+
+def family_of(tags: dict[str, str] | None) -> str:
+    """The family a version's tags name (DEFAULT_FAMILY without the tag)."""
+    family = (tags or {}).get(MODEL_TYPE_TAG) or DEFAULT_FAMILY
+    if family not in FAMILIES:
+        raise UnknownFamilyError(f"model_type {family!r} is not one of {list(FAMILIES)}")
+    return family
+
+
+def load_predictor(model_uri: str, family: str) -> Predictor:
+    """The model at model_uri (through its MLflow flavor) as rows[n, F] float32 -> [n]."""
+    if family not in FAMILIES:
+        raise UnknownFamilyError(f"model_type {family!r} is not one of {list(FAMILIES)}")
+    if family == "torch_mlp":
+        import mlflow.pytorch
+
+        return _torch(mlflow.pytorch.load_model(model_uri).eval())
+    if family == "xgboost":
+        import mlflow.xgboost
+
+        return _xgboost(mlflow.xgboost.load_model(model_uri))
+    import mlflow.lightgbm
+
+    return _lightgbm(mlflow.lightgbm.load_model(model_uri))
+
+
+def _torch(model: Any) -> Predictor:
     import torch
 
-    model = mlflow_pytorch.load_model(model_uri).eval()
-
-    def predict(matrix: np.ndarray) -> np.ndarray:
+    def predict(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model(torch.tensor(matrix, dtype=torch.float32)).numpy().reshape(-1)
+            return model(torch.from_numpy(rows)).numpy().reshape(len(rows))
+
+    return predict
+
+
+def _xgboost(model: Any) -> Predictor:
+    import numpy as np
+    import xgboost
+
+    if not isinstance(model, xgboost.Booster):  # a scikit-learn wrapper
+        return _sklearn(model)
+    names = model.feature_names
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        # a Booster's objective decides: binary:logistic gives probabilities, reg:* values;
+        # the names a booster was trained with must be on the matrix or xgboost refuses it
+        matrix = xgboost.DMatrix(rows, feature_names=names, missing=np.nan)
+        return np.asarray(model.predict(matrix), dtype=np.float64).reshape(len(rows))
+
+    return predict
+
+
+def _lightgbm(model: Any) -> Predictor:
+    import lightgbm
+    import numpy as np
+
+    if not isinstance(model, lightgbm.Booster):
+        return _sklearn(model)
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        # binary objectives give probabilities, regression values; NaN is LightGBM's missing
+        return np.asarray(model.predict(rows), dtype=np.float64).reshape(len(rows))
+
+    return predict
+
+
+def _sklearn(model: Any) -> Predictor:
+    import numpy as np
+
+    proba = getattr(model, "predict_proba", None)
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        if proba is not None:
+            return np.asarray(proba(rows), dtype=np.float64)[:, 1]
+        return np.asarray(model.predict(rows), dtype=np.float64).reshape(len(rows))
 
     return predict

@@ -1,9 +1,13 @@
-"""The per-tenant prediction log: every served row, appended as parquet under the tenant prefix,
-in hour partitions (`predictions/date=D/hour=H/`, by the rows' `ts`) that log_compaction turns
-into one file each once the hour is over; a read lists only its window's partitions.
+"""The prediction log of each (tenant, use case): every served row, appended as parquet under
+the tenant prefix, in hour partitions (`<use_case>/predictions/date=D/hour=H/`, by the rows'
+`ts`) that log_compaction turns into one file each once the hour is over; a read lists only its
+window's partitions.
 
 One row per scored feature row (a failed request is one row with null features and prediction),
-so drift reads rows while latency and error rate read requests (`request_id`).
+so drift reads rows while latency and error rate read requests (`request_id`). The columns are
+the common ones, the entity key as a string (int and string keys both fit) and the use case's
+features. A request refused before its use case is known (an undeclared one) is logged in the
+tenant's UNROUTED log, which has no feature columns.
 Written by the Serve replica off the request path; read by monitoring.
 """
 
@@ -15,8 +19,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ml_assets.schema import FEATURES
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import UseCase, load
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -24,6 +28,9 @@ if TYPE_CHECKING:
     from ml_assets.data.object_store import ObjectStoreClient
 
 LOG_DIR = "predictions"
+# the log of requests naming no declared use case; "_" is outside use-case names
+UNROUTED = "_unrouted"
+ENTITY_KEY = "entity_key"
 # a compacted file: the rows of the files named in its footer (COVERS_KEY), which it replaces
 COMPACTED_PREFIX = "compacted-"
 COVERS_KEY = b"ml_assets.covers"
@@ -36,7 +43,27 @@ PRODUCTION_ROUTE, CANARY_ROUTE, STAGING_ROUTE, SHADOW_ROUTE = (
     "production", "canary", "staging", "shadow")
 
 
-def schema() -> pa.Schema:
+UseCaseRef = UseCase | str | None  # a declared use case, its name, or None: UNROUTED
+
+
+def features_of(use_case: UseCaseRef) -> list[str]:
+    if use_case is None:
+        return []
+    return (use_case if isinstance(use_case, UseCase) else load(use_case)).features
+
+
+def name_of(use_case: UseCaseRef) -> str:
+    if use_case is None:
+        return UNROUTED
+    return use_case.name if isinstance(use_case, UseCase) else load(use_case).name
+
+
+def log_dir(use_case: UseCaseRef) -> str:
+    """The folder, under the tenant's prefix, of the use case's log."""
+    return f"{name_of(use_case)}/{LOG_DIR}"
+
+
+def schema(use_case: UseCaseRef) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(
@@ -48,26 +75,31 @@ def schema() -> pa.Schema:
             ("route", pa.string()),  # one of the four routes above
             ("status", pa.int16()),  # the HTTP status of the request
             ("latency_ms", pa.float64()),  # request time inside the replica
-            ("customer_id", pa.int64()),
+            ("use_case", pa.string()),
+            (ENTITY_KEY, pa.string()),  # str() of the entity key: int and string keys fit
             ("prediction", pa.float64()),
-            *[(name, pa.float64()) for name in FEATURES],
+            *[(name, pa.float64()) for name in features_of(use_case)],
         ]
     )
 
 
 class LogBuffer:
-    """One tenant's rows not written yet, kept per request as the replica answered it: the
-    request path only appends a tuple; the columns are built, vectorized, when written."""
+    """One (tenant, use case)'s rows not written yet, kept per request as the replica answered
+    it: the request path only appends a tuple; the columns are built, vectorized, when
+    written. use_case None: the tenant's UNROUTED log."""
 
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: str, use_case: UseCaseRef) -> None:
         self.tenant = tenant
+        self.use_case = None if use_case is None else name_of(use_case)
+        self.features = features_of(use_case)
         self.requests: list[tuple] = []
 
     def add(self, version: str | None, route: str | None, status: int, latency_ms: float,
-            customer_ids: list, matrix: list[list[float]], predictions: list) -> None:
-        """A request: one row per prediction (a failed request: [None], no features)."""
+            keys: list, matrix: list[list[float]], predictions: list) -> None:
+        """A request: one row per prediction (a failed request: [None], no features); `keys`
+        the entity keys of the rows, or [None] when the request gave rows."""
         self.requests.append((uuid.uuid4().hex, time.time_ns() // 1000, version, route, status,
-                              latency_ms, customer_ids, matrix, predictions))
+                              latency_ms, keys, matrix, predictions))
 
     def extend(self, other: LogBuffer) -> None:
         self.requests.extend(other.requests)
@@ -84,40 +116,46 @@ class LogBuffer:
         repeated = {name: np.repeat(np.array(values, dtype=object), counts)
                     for name, values in zip(("request_id", "ts", "model_version", "route",
                                              "status", "latency_ms"), per_request, strict=True)}
-        width = len(FEATURES)
+        width = len(self.features)
         features = np.array([row for r in self.requests
                              for row in (r[7] or [[np.nan] * width] * len(r[8]))],
-                            dtype=np.float64).reshape(-1, width)
-        ids = [r[6][i] if len(r[6]) > i else None
+                            dtype=np.float64).reshape(int(counts.sum()), width)
+        ids = [str(r[6][i]) if len(r[6]) > i and r[6][i] is not None else None
                for r in self.requests for i in range(len(r[8]))]
+        log_schema = schema(self.use_case)
         columns = {
-            **{name: pa.array(values.tolist(), type=schema().field(name).type)
+            **{name: pa.array(values.tolist(), type=log_schema.field(name).type)
                for name, values in repeated.items()},
             "tenant": pa.array([self.tenant] * int(counts.sum()), pa.string()),
-            "customer_id": pa.array(ids, pa.int64()),
+            "use_case": pa.array([self.use_case] * int(counts.sum()), pa.string()),
+            ENTITY_KEY: pa.array(ids, pa.string()),
             "prediction": pa.array([p for r in self.requests for p in r[8]], pa.float64()),
             **{name: pa.array(features[:, i], mask=np.isnan(features[:, i]))
-               for i, name in enumerate(FEATURES)},
+               for i, name in enumerate(self.features)},
         }
-        return pa.table({name: columns[name] for name in schema().names}, schema=schema())
+        return pa.table({name: columns[name] for name in log_schema.names}, schema=log_schema)
 
 
-def write(store: ObjectStoreClient, tenant: Tenant, records: list[dict[str, Any]]) -> str:
+def write(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+          records: list[dict[str, Any]]) -> str:
     """Append records (dicts with the schema's columns) as new parquet files; the newest key."""
     import pyarrow as pa
 
     wrong = {r["tenant"] for r in records} - {tenant.key}
     if wrong:
         raise ValueError(f"records of tenants {sorted(wrong)} in the log of {tenant.key!r}")
-    return write_table(store, tenant, pa.Table.from_pylist(records, schema=schema()))
+    return write_table(store, tenant, use_case,
+                       pa.Table.from_pylist(records, schema=schema(use_case)))
 
 
 def write_buffer(store: ObjectStoreClient, buffer: LogBuffer) -> str:
-    """Write a replica's buffered rows of one tenant as new parquet files; the newest key."""
-    return write_table(store, Tenant(buffer.tenant), buffer.table())
+    """Write a replica's buffered rows of one (tenant, use case) as new parquet files; the
+    newest key."""
+    return write_table(store, Tenant(buffer.tenant), buffer.use_case, buffer.table())
 
 
-def write_table(store: ObjectStoreClient, tenant: Tenant, table: pa.Table) -> str:
+def write_table(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+                table: pa.Table) -> str:
     """Write the rows as one new file per hour their `ts` falls in (one, but at an hour's
     turn or for rows kept through a failed flush); the newest key."""
     import pyarrow as pa
@@ -134,7 +172,7 @@ def write_table(store: ObjectStoreClient, tenant: Tenant, table: pa.Table) -> st
             for hour in distinct]
     key = ""
     for hour, rows in groups:
-        key = f"{hour_dir(hour)}/{now:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+        key = f"{hour_dir(use_case, hour)}/{now:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         store.put_bytes(tenant, key, parquet_bytes(rows))
     return key
 
@@ -150,11 +188,11 @@ def parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -
     return sink.getvalue().to_pybytes()
 
 
-def hour_dir(hour: datetime) -> str:
+def hour_dir(use_case: UseCaseRef, hour: datetime) -> str:
     """The partition a row logged at `hour` (UTC) lives in: every row of a file under
-    predictions/date=D/hour=H has its `ts` in that hour."""
+    <use_case>/predictions/date=D/hour=H has its `ts` in that hour."""
     hour = hour.astimezone(UTC)
-    return f"{LOG_DIR}/date={hour:%Y-%m-%d}/hour={hour:%H}"
+    return f"{log_dir(use_case)}/date={hour:%Y-%m-%d}/hour={hour:%H}"
 
 
 def window_hours(since: datetime, until: datetime) -> list[datetime]:
@@ -208,41 +246,45 @@ def live_files(store: ObjectStoreClient, tenant: Tenant,
     return live
 
 
-def list_window(store: ObjectStoreClient, tenant: Tenant, since: datetime | None,
-                until: datetime | None) -> list[tuple[str, int]]:
+def list_window(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+                since: datetime | None, until: datetime | None) -> list[tuple[str, int]]:
     """(key, size) of the files that can hold rows of [since, until): only the partitions of
     the window's hours (a whole day's folder where the window covers the day)."""
+    directory = log_dir(use_case)
     if since is None:
-        return [(k, s) for k, s in store.list_sizes(tenant, LOG_DIR) if k.endswith(".parquet")]
+        return [(k, s) for k, s in store.list_sizes(tenant, directory)
+                if k.endswith(".parquet")]
     # rows stamped by a replica whose clock runs a little ahead still count as "now"
     until = until or datetime.now(UTC) + CLOCK_SKEW
     hours = window_hours(since, until)
     days: dict[str, list[datetime]] = {}
     for hour in hours:
         days.setdefault(f"{hour:%Y-%m-%d}", []).append(hour)
-    prefixes = [[hour_dir(hour)] for day_hours in days.values() if len(day_hours) < 24
+    prefixes = [[hour_dir(use_case, hour)] for day_hours in days.values() if len(day_hours) < 24
                 for hour in day_hours]
-    prefixes += [[f"{LOG_DIR}/date={day}"] for day, day_hours in days.items()
+    prefixes += [[f"{directory}/date={day}"] for day, day_hours in days.items()
                  if len(day_hours) == 24]
     files = [entry for prefix in prefixes for entry in store.list_sizes(tenant, *prefix)]
     return sorted(entry for entry in files if entry[0].endswith(".parquet"))
 
 
-def read(store: ObjectStoreClient, tenant: Tenant, columns: list[str] | None = None,
-         since: datetime | None = None, until: datetime | None = None) -> pa.Table:
-    """The tenant's logged rows (only `columns`) with `since` <= ts < `until` (either
-    optional). Lists only the partitions of the window: its cost follows the window, not the
-    log's age. A compaction deleting files under the read is met by listing again."""
+def read(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+         columns: list[str] | None = None, since: datetime | None = None,
+         until: datetime | None = None) -> pa.Table:
+    """The (tenant, use case)'s logged rows (only `columns`) with `since` <= ts < `until`
+    (either optional). Lists only the partitions of the window: its cost follows the window,
+    not the log's age. A compaction deleting files under the read is met by listing again."""
     for _ in range(READ_ATTEMPTS - 1):
         try:
-            return _read(store, tenant, columns, since, until)
+            return _read(store, tenant, use_case, columns, since, until)
         except OSError:  # S3 says NO_SUCH_KEY as a plain OSError, not FileNotFoundError
             continue
-    return _read(store, tenant, columns, since, until)
+    return _read(store, tenant, use_case, columns, since, until)
 
 
-def _read(store: ObjectStoreClient, tenant: Tenant, columns: list[str] | None,
-          since: datetime | None, until: datetime | None) -> pa.Table:
+def _read(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+          columns: list[str] | None, since: datetime | None,
+          until: datetime | None) -> pa.Table:
     import pyarrow.dataset as ds
 
     where = None
@@ -250,18 +292,19 @@ def _read(store: ObjectStoreClient, tenant: Tenant, columns: list[str] | None,
         where = ds.field("ts") >= since
     if until is not None:
         where = (ds.field("ts") < until) if where is None else where & (ds.field("ts") < until)
-    files = live_files(store, tenant, list_window(store, tenant, since, until))
-    return read_files(store, tenant, files, columns, where)
+    files = live_files(store, tenant, list_window(store, tenant, use_case, since, until))
+    return read_files(store, tenant, use_case, files, columns, where)
 
 
-def read_files(store: ObjectStoreClient, tenant: Tenant, files: list[tuple[str, int]],
-               columns: list[str] | None = None, where=None) -> pa.Table:
-    """The rows of these (key, size) files, as one table in the log's schema."""
+def read_files(store: ObjectStoreClient, tenant: Tenant, use_case: UseCaseRef,
+               files: list[tuple[str, int]], columns: list[str] | None = None,
+               where=None) -> pa.Table:
+    """The rows of these (key, size) files, as one table in the use case's log schema."""
     import pyarrow.dataset as ds
 
     filesystem, fmt = store.filesystem(), ds.ParquetFileFormat()
     # the listed size spares a HEAD request per file on S3
     fragments = [fmt.make_fragment(store.path(tenant, key), filesystem, file_size=size)
                  for key, size in files]
-    dataset = ds.FileSystemDataset(fragments, schema(), fmt, filesystem)
+    dataset = ds.FileSystemDataset(fragments, schema(use_case), fmt, filesystem)
     return dataset.to_table(columns=columns, filter=where)

@@ -1,10 +1,11 @@
-"""Per-tenant traffic routes of the one Serve application: which versions answer, canary split.
+"""Per-(tenant, use case) traffic routes of the one Serve application: which versions answer,
+canary split.
 
 Stages mean access: the production route serves only the Production version; the Staging
 version is reachable only as a canary share, a shadow, or at the pre-production route.
 
-The routes live in one named Ray actor, so a change for one tenant is atomic, never a
-read-modify-write of the whole app's config, and reaches every Serve replica by long-poll in
+The routes live in one named Ray actor, keyed "tenant/use_case", so a change for one is atomic,
+never a read-modify-write of the whole app's config, and reaches every Serve replica by long-poll in
 milliseconds without restarting it (a redeploy with a new `user_config` restarts replicas:
 Serve gives imperative `serve.run` a random code version each time).
 """
@@ -28,6 +29,8 @@ ENGINE_HEADER = "x-model-engine"  # what scored it: "ray" (in the replica) or "t
 RAY, TRITON = "ray", "triton"
 ROUTE_TABLE_NAME = "ml_assets_route_table"
 NAMESPACE = "ml_assets"
+# the use case of callers not keyed by use case yet (the registry's actions and rollout, the
+# monitoring assets): their registered model is the tenant's churn model
 
 
 class RouteError(ValueError):
@@ -35,7 +38,8 @@ class RouteError(ValueError):
 
 
 class Route(BaseModel, frozen=True):
-    """Which registered versions of one tenant answer, and the canary's share of keys."""
+    """Which registered versions of one (tenant, use case) answer, and the canary's share of
+    keys."""
 
     registry_uri: str = Field(description="the MLflow registry the versions live in")
     primary: str | None = Field(
@@ -67,13 +71,14 @@ class Route(BaseModel, frozen=True):
             raise RouteError("engine triton needs a Production version and a Triton URL")
         return self
 
-    def pick(self, tenant: str, key: str | None) -> tuple[str, str]:
+    def pick(self, tenant: str, key: str | None, use_case: str) -> tuple[str, str]:
         """(version, route) for a production request: one key always lands on the same
         version. RouteError without a Production version."""
         if self.primary is None:
             where = f": its Staging version {self.staging} answers at the pre-production " \
-                    f"route /v1/{tenant}/staging/predict" if self.staging else ""
-            raise RouteError(f"tenant {tenant!r} has no Production version{where}")
+                    f"route /v1/{tenant}/{use_case}/staging/predict" if self.staging else ""
+            raise RouteError(f"tenant {tenant!r} has no Production version of {use_case!r}"
+                             f"{where}")
         if self.canary is None or self.canary_weight == 0:
             return self.primary, PRODUCTION_ROUTE
         bucket = key_bucket(tenant, key) if key is not None else random.randrange(100)
@@ -100,26 +105,37 @@ def key_bucket(tenant: str, key: str) -> int:
     return int.from_bytes(digest, "big") % 100
 
 
+def table_key(tenant: str, use_case: str) -> str:
+    return f"{tenant}/{use_case}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(tenant, use case) of a route table key."""
+    tenant, _, use_case = key.partition("/")
+    return tenant, use_case
+
+
 class RouteTable:
-    """The Ray actor holding every tenant's route; replicas long-poll it for changes."""
+    """The Ray actor holding every (tenant, use case)'s route, keyed by table_key; replicas
+    long-poll it for changes."""
 
     def __init__(self) -> None:
         self.routes: dict[str, dict] = {}
         self.version = 0
         self.changed = asyncio.Event()
 
-    async def set(self, tenant: str, route: dict | None) -> int:
+    async def set(self, key: str, route: dict | None) -> int:
         if route is None:
-            self.routes.pop(tenant, None)
+            self.routes.pop(key, None)
         else:
-            self.routes[tenant] = route
+            self.routes[key] = route
         self.version += 1
         self.changed.set()
         self.changed = asyncio.Event()
         return self.version
 
-    async def get(self, tenant: str) -> dict | None:
-        return self.routes.get(tenant)
+    async def get(self, key: str) -> dict | None:
+        return self.routes.get(key)
 
     async def wait_newer(self, seen: int, timeout_s: float) -> tuple[int, dict[str, dict]]:
         """The table once its version passes `seen` (or after timeout_s): a long-poll."""
@@ -144,16 +160,18 @@ def route_table():
 
 
 def get_route(tenant: Tenant) -> Route | None:
+    """The route of the tenant's use case, if it has one."""
     import ray
 
-    found = ray.get(route_table().get.remote(tenant.key))
+    found = ray.get(route_table().get.remote(table_key(tenant.key, tenant.use_case)))
     return None if found is None else Route(**found)
 
 
 def set_route(tenant: Tenant, route: Route | None) -> int:
-    """Set (or with None remove) the tenant's route; the table version after the change."""
+    """Set (or with None remove) the route of the tenant's use case; the table version after
+    the change."""
     import ray
 
     return ray.get(route_table().set.remote(
-        tenant.key, None if route is None else route.model_dump()))
+        table_key(tenant.key, tenant.use_case), None if route is None else route.model_dump()))
 

@@ -18,6 +18,7 @@ from ml_assets.events import EventType
 from ml_assets.monitoring import liveness, realized
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.schema import ENTITY, LABEL, LABEL_TIMESTAMP
+from ml_assets.serving.prediction_log import ENTITY_KEY
 from ml_assets.tenants import Tenant
 from ml_assets_testing import synthetic_log
 from ml_assets_testing.alert_servers import WebhookReceiver, start_alertmanager
@@ -130,7 +131,8 @@ def test_delayed_labels_that_make_the_model_worse_fail_realized_quality(
 
     # labels arrive later, for the scored customers, and the model ranked them backwards
     p = table["prediction"].to_numpy()
-    labels = pd.DataFrame({ENTITY: table[ENTITY].to_numpy(), LABEL: (p < 0.3).astype(float),
+    keys = table[ENTITY_KEY].to_pandas().astype("int64")  # the log keeps keys as strings
+    labels = pd.DataFrame({ENTITY: keys.to_numpy(), LABEL: (p < 0.3).astype(float),
                            LABEL_TIMESTAMP: scored_at + timedelta(minutes=5)})
     churn = use_case.load("churn")
     path = feast.source_path(LABELED, churn, churn.label.name)

@@ -75,7 +75,7 @@ def production_and_staging(instance, mlflow, events, tenant: Tenant) -> tuple[st
 
 def write_log(resources: dict, tenant: Tenant, spec: LogSpec) -> None:
     table = synthetic_log.generate(tenant.key, spec)
-    prediction_log.write(resources["object_store"], tenant, table.to_pylist())
+    prediction_log.write(resources["object_store"], tenant, "churn", table.to_pylist())
 
 
 def monitor(instance, resources, tenant: Tenant) -> dict[str, dg.AssetCheckEvaluation]:
@@ -176,7 +176,7 @@ def test_a_tenant_reaches_neither_the_log_nor_the_versions_of_another(dagster_po
     with pytest.raises(stages.StageTransitionError, match="tenant 'steady' has no model version"):
         monitor(instance, resources, STEADY)
     with pytest.raises(ValueError, match="records of tenants"):
-        prediction_log.write(resources["object_store"], STEADY,
+        prediction_log.write(resources["object_store"], STEADY, "churn",
                              synthetic_log.generate(DRIFTING.key, LogSpec(requests=5)).to_pylist())
 
 

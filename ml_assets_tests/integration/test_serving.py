@@ -1,5 +1,6 @@
-"""The one multi-tenant Serve app: routes, canary split, validation, isolation, online features,
-the prediction log. Models are real (untrained) MLflow versions: no training needed here."""
+"""The one Serve app of every tenant and use case: routes, canary split, validation, isolation,
+online features, the prediction log, model families. Models are real (untrained) MLflow
+versions: no training needed here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from ml_assets.serving.client import post_json
 from ml_assets.serving.prediction_log import CANARY_ROUTE, PRODUCTION_ROUTE
 from ml_assets.serving.routing import ROUTE_HEADER, VERSION_HEADER, Route, get_route, set_route
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import load as load_use_case
+from ml_assets.use_case import names as use_case_names
 from ml_assets_testing.chain import chain
 from ml_assets_testing.models import two_versions
 
@@ -28,6 +31,7 @@ deployed_endpoint = chain().asset("deployed_endpoint")
 
 CANARIED, PLAIN = Tenant("soylent"), Tenant("vandelay")
 SPEC = churn_data.ChurnDataSpec(customers=200)
+CHURN = "churn"
 
 
 def activity_path(settings, tenant: Tenant):
@@ -133,8 +137,13 @@ def test_bad_requests_get_the_status_naming_what_was_wrong(predict, served):
         ({"rows": [{**good, "extra": 1.0}]}, 422, "extra"),
         ({"rows": [good] * 1025}, 413, "1025"),
         ({"rows": [good], "customer_ids": [1]}, 422, "exactly one"),
+        ({"rows": [good], "keys": [1]}, 422, "exactly one"),
+        ({"keys": [1], "customer_ids": [1]}, 422, "exactly one"),
         ({"customer_ids": ["7"]}, 422, "customer_ids[0]"),
-        ({"customer_ids": [10**9]}, 404, str(10**9)),
+        ({"keys": [3, "7"]}, 422, "keys[1] must be an integer"),
+        ({"keys": [2**63]}, 422, "keys[0]"),
+        ({"keys": []}, 422, "keys"),
+        ({"keys": [10**9]}, 404, str(10**9)),
     ]
     for body, status, named in cases:
         got, _, answer = predict(url, body)
@@ -160,7 +169,7 @@ def test_a_broken_model_fails_its_tenant_only(predict, served, resources):
         set_route(broken, None)
 
 
-def test_customer_ids_are_scored_with_their_latest_online_features(predict, served, settings):
+def test_keys_are_scored_with_their_latest_online_features(predict, served, settings):
     activity = pd.read_parquet(activity_path(settings, PLAIN))
     latest = (activity.sort_values(schema.TIMESTAMP)
               .groupby(schema.ENTITY).tail(1).set_index(schema.ENTITY))
@@ -168,15 +177,18 @@ def test_customer_ids_are_scored_with_their_latest_online_features(predict, serv
     rows = [{f: (None if pd.isna(latest.at[i, f]) else float(latest.at[i, f]))
              for f in schema.FEATURES} for i in ids]
     url = served[PLAIN.key]["url"]
-    status, _, by_id = predict(url, {"customer_ids": ids})
-    assert status == 200
+    status, _, by_id = predict(url, {"keys": ids})
+    assert status == 200 and by_id["use_case"] == CHURN
     status, _, by_row = predict(url, {"rows": rows})
     assert by_id["predictions"] == pytest.approx(by_row["predictions"], abs=1e-6)
+    # churn's clients still send customer_ids: the same answer
+    status, _, by_alias = predict(url, {"customer_ids": ids})
+    assert status == 200 and by_alias["predictions"] == by_id["predictions"]
     # another tenant's customer ids reach only this tenant's online store
     other = pd.read_parquet(activity_path(settings, CANARIED))
     outsider = int(other[schema.ENTITY].max()) + 10**6
-    status, _, body = predict(url, {"customer_ids": [outsider]})
-    assert status == 404
+    status, _, body = predict(url, {"keys": [outsider]})
+    assert status == 404 and str(outsider) in body["error"]
 
 
 def test_every_request_lands_in_its_tenants_prediction_log(predict, served, resources):
@@ -189,14 +201,14 @@ def test_every_request_lands_in_its_tenants_prediction_log(predict, served, reso
     predict(served[PLAIN.key]["url"], {"rows": [{"nps_score": 1.0}]})
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
     store = resources["object_store"]
-    log = prediction_log.read(store, PLAIN).to_pandas()
+    log = prediction_log.read(store, PLAIN, CHURN).to_pandas()
     hits = log[np.isclose(log["nps_score"], marker["nps_score"])]
     assert len(hits) >= 2 and set(hits["status"]) == {200}
     assert hits["prediction"].between(0, 1).all() and (hits["latency_ms"] > 0).all()
     assert set(hits["model_version"]) == {served[PLAIN.key]["v1"]}
     assert 422 in set(log["status"])
     assert set(log["tenant"]) == {PLAIN.key}
-    other = prediction_log.read(store, CANARIED).to_pandas()
+    other = prediction_log.read(store, CANARIED, CHURN).to_pandas()
     assert not np.isclose(other["nps_score"].fillna(0), marker["nps_score"]).any()
 
 
@@ -378,7 +390,7 @@ def test_hostile_input_is_a_4xx_naming_it_on_both_ports_and_logged_as_such(
     token = KeyStore(settings.api_keys_path).create(PLAIN, Role.predict)[1]
     endpoint, store = served[PLAIN.key], resources["object_store"]
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
-    before = prediction_log.read(store, PLAIN).to_pandas()
+    before = prediction_log.read(store, PLAIN, CHURN).to_pandas()
     sent = 0
     for url in (endpoint["url"], endpoint["proxy_url"]):
         for what, body, named in hostile_bodies():
@@ -387,7 +399,7 @@ def test_hostile_input_is_a_4xx_naming_it_on_both_ports_and_logged_as_such(
             sent += 1
         assert predict(url, {"rows": [row()]})[0] == 200  # still answering
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
-    log = prediction_log.read(store, PLAIN).to_pandas()
+    log = prediction_log.read(store, PLAIN, CHURN).to_pandas()
     new = log[~log["request_id"].isin(before["request_id"])]
     assert (new["status"] >= 400).sum() == sent  # every refusal, with its true status
     assert set(new.loc[new["status"] >= 400, "status"]) <= {413, 422}
@@ -417,7 +429,7 @@ def test_predictions_need_a_key_of_the_tenant_with_the_scope_of_the_route(served
     assert "API key" in post_json(url, body)[2]["error"]
     assert "needs staging" in post_json(staging_url, body, token=own)[2]["error"]
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
-    log = prediction_log.read(resources["object_store"], PLAIN).to_pandas()
+    log = prediction_log.read(resources["object_store"], PLAIN, CHURN).to_pandas()
     refused = log[log["status"].isin([401, 403])]
     assert {401, 403} <= set(refused["status"])  # counted apart, with their true status
     assert refused["prediction"].isna().all() and refused["nps_score"].isna().all()
@@ -446,7 +458,7 @@ def test_stages_mean_access_production_route_staging_route_and_shadow(
         None, first, stages.STAGING)
     status, _, body = predict(made["url"], {"rows": [row()]})
     assert status == 503 and "no Production version" in body["error"]
-    assert f"/v1/{tenant.key}/staging/predict" in body["error"]
+    assert f"/v1/{tenant.key}/{CHURN}/staging/predict" in body["error"]
     status, headers, body = predict(made["staging_url"], {"rows": [row()]})
     assert (status, headers[VERSION_HEADER], headers[ROUTE_HEADER]) == (
         200, first, prediction_log.STAGING_ROUTE)
@@ -465,7 +477,7 @@ def test_stages_mean_access_production_route_staging_route_and_shadow(
     deadline = time.monotonic() + 10
     while True:
         serve.get_app_handle(APP_NAME).flush_log.remote().result()
-        log = prediction_log.read(resources["object_store"], tenant).to_pandas()
+        log = prediction_log.read(resources["object_store"], tenant, CHURN).to_pandas()
         shadow = log[(log["route"] == prediction_log.SHADOW_ROUTE)
                      & np.isclose(log["nps_score"], marker["nps_score"])]
         if len(shadow) >= 3 or time.monotonic() > deadline:
@@ -501,3 +513,154 @@ def test_the_replica_refuses_a_version_made_from_another_tenants_run(predict, se
         set_route(PLAIN, saved)
         client.set_registered_model_alias(PLAIN.registered_model_name, "staging",
                                           served[PLAIN.key]["v2"])
+
+
+def flushed_log(resources, tenant: Tenant, use_case: str | None):
+    from ray import serve
+
+    from ml_assets.serving.app import APP_NAME
+
+    serve.get_app_handle(APP_NAME).flush_log.remote().result()
+    return prediction_log.read(resources["object_store"], tenant, use_case).to_pandas()
+
+
+def test_an_undeclared_use_case_is_a_404_naming_it_and_logged(predict, served, resources):
+    url = served[PLAIN.key]["url"]
+    before = flushed_log(resources, PLAIN, None)
+    for target in (url.replace(f"/{CHURN}/", "/nosuch/"),
+                   url.replace(f"/{CHURN}/", "/nosuch/").replace("/predict", "/staging/predict")):
+        status, _, body = predict(target, {"rows": [row()]})
+        assert status == 404 and "unknown use case 'nosuch'" in body["error"], body
+        assert CHURN in body["error"]  # and names the declared ones
+    status, _, body = predict(url.replace(f"/{CHURN}/", "/llm/"), {"rows": [row()]})
+    assert status == 404 and "LLM gateway" in body["error"]
+    status, _, body = predict(url.replace(f"/{CHURN}/predict", "/predict"), {"rows": [row()]})
+    assert status == 404 and "/v1/{tenant}/{use_case}/predict" in body["error"]
+    log = flushed_log(resources, PLAIN, None)  # the tenant's log of unrouted requests
+    new = log[~log["request_id"].isin(before["request_id"])]
+    assert list(new["status"]) == [404, 404] and new["prediction"].isna().all()
+    assert set(new["tenant"]) == {PLAIN.key} and new["use_case"].isna().all()
+
+
+def test_a_tenants_key_opens_none_of_another_tenants_use_cases(served, settings, resources):
+    from ml_assets.access.keys import KeyStore, Role
+
+    keys = KeyStore(settings.api_keys_path)
+    outsider = keys.create(CANARIED, Role.staging)[1]  # the widest predict scope, wrong tenant
+    url = served[PLAIN.key]["url"]
+    churn_before = flushed_log(resources, PLAIN, CHURN)
+    unrouted_before = flushed_log(resources, PLAIN, None)
+    for target in (url, url.replace("/predict", "/staging/predict"),
+                   url.replace(f"/{CHURN}/", "/nosuch/")):
+        status, _, body = post_json(target, {"rows": [row()]}, token=outsider)
+        assert status == 403 and "not for the tenant" in body["error"], (target, body)
+        assert post_json(target, {"rows": [row()]})[0] == 401
+    # its own tenant's use case answers it
+    status, _, _ = post_json(served[CANARIED.key]["url"], {"rows": [row()]}, token=outsider)
+    assert status == 200
+    churn = flushed_log(resources, PLAIN, CHURN)
+    churn = churn[~churn["request_id"].isin(churn_before["request_id"])]
+    unrouted = flushed_log(resources, PLAIN, None)
+    unrouted = unrouted[~unrouted["request_id"].isin(unrouted_before["request_id"])]
+    assert sorted(churn["status"]) == [401, 401, 403, 403]  # refused before use case checks
+    assert sorted(unrouted["status"]) == [401, 403]
+    assert churn["prediction"].isna().all() and churn["model_version"].isna().all()
+
+
+def test_the_replica_loads_each_version_with_its_familys_loader(predict, served, resources):
+    """An XGBoost Production and a LightGBM Staging version of churn, told apart only by the
+    version's model_type tag; each answers what the in-memory model answers."""
+    import lightgbm
+    import mlflow
+    import mlflow.lightgbm
+    import mlflow.xgboost
+    import xgboost
+
+    from ml_assets.serving.models import MODEL_TYPE_TAG
+    from ml_assets_testing.models import UNTRAINED, register
+
+    tenant = Tenant("hooli")
+    registry, events = resources["mlflow"], resources["events"]
+    client = registry.client()
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, len(schema.FEATURES))).astype(np.float32)
+    y = (x[:, 0] + x[:, 3] > 0).astype(np.float32)
+    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 3},
+                            xgboost.DMatrix(x, y, feature_names=schema.FEATURES), 10)
+    gbm = lightgbm.train({"objective": "binary", "num_leaves": 7, "verbose": -1},
+                         lightgbm.Dataset(x, y), 10)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    run_id = registry.start_run(tenant, UNTRAINED, tags={"data_version": UNTRAINED})
+    with mlflow.start_run(run_id=run_id):
+        uris = [mlflow.xgboost.log_model(booster, name="xgb",
+                                         pip_requirements=["xgboost-cpu==3.2.0"]).model_uri,
+                mlflow.lightgbm.log_model(gbm, name="gbm",
+                                          pip_requirements=["lightgbm==4.7.0"]).model_uri]
+    xgb_version, gbm_version = (register(registry, tenant, uri) for uri in uris)
+    for version, family in ((xgb_version, "xgboost"), (gbm_version, "lightgbm")):
+        client.set_model_version_tag(tenant.registered_model_name, version, MODEL_TYPE_TAG,
+                                     family)
+        stages.transition(client, events, tenant, version, stages.STAGING, "test", "pytest")
+    stages.transition(client, events, tenant, xgb_version, stages.PRODUCTION, "test", "pytest")
+    set_route(tenant, Route(registry_uri=registry.tracking_uri, primary=xgb_version,
+                            staging=gbm_version))
+    try:
+        url = served[PLAIN.key]["url"].replace(f"/{PLAIN.key}/", f"/{tenant.key}/")
+        rows = [row(i) for i in range(20)]
+        matrix = np.array([[r[f] for f in schema.FEATURES] for r in rows], dtype=np.float32)
+        deadline = time.monotonic() + 10
+        while True:
+            status, headers, body = predict(url, {"rows": rows})
+            if status != 404 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert (status, headers[VERSION_HEADER]) == (200, xgb_version), body
+        expected = booster.predict(xgboost.DMatrix(matrix, feature_names=schema.FEATURES))
+        assert body["predictions"] == pytest.approx(expected.tolist(), abs=1e-6)
+        status, headers, body = predict(url.replace("/predict", "/staging/predict"),
+                                        {"rows": rows})
+        assert (status, headers[VERSION_HEADER]) == (200, gbm_version), body
+        assert body["predictions"] == pytest.approx(gbm.predict(matrix).tolist(), abs=1e-6)
+    finally:
+        set_route(tenant, None)
+
+
+STRING_KEYED = [name for name in use_case_names() if load_use_case(name).entity.key_type
+                == "string"]
+
+
+@pytest.mark.skipif(not STRING_KEYED, reason="no declared use case has string keys")
+def test_string_keys_are_validated_by_the_use_cases_declaration(predict, served, resources):
+    from ml_assets.serving.request import MAX_KEY_CHARS
+
+    name = STRING_KEYED[0]
+    declared = load_use_case(name)
+    url = served[PLAIN.key]["url"].replace(f"/{CHURN}/", f"/{name}/")
+    status, _, body = predict(url, {"keys": ["acct-1"]})
+    assert status == 404 and f"no deployed endpoint for use case {name!r}" in body["error"]
+    set_route(PLAIN, Route(registry_uri=resources["mlflow"].tracking_uri, primary="999"),
+              use_case=name)
+    try:
+        deadline = time.monotonic() + 10
+        while predict(url, {"keys": [""]})[0] == 404 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        churn_row = row()
+        cases = [
+            ({"keys": [""]}, "keys[0] must not be empty"),
+            ({"keys": ["ok", "x" * (MAX_KEY_CHARS + 1)]}, f"keys[1] has {MAX_KEY_CHARS + 1}"),
+            ({"keys": ["ok", "ok", "a\nb"]}, "keys[2] holds a control character"),
+            ({"keys": ["\u0000"]}, "keys[0] holds a control character"),
+            ({"keys": [7]}, "keys[0] must be a string"),
+            ({"customer_ids": ["a"]}, "exactly one"),  # churn's alias only
+            ({"rows": [churn_row]}, "rows[0]: missing features"),
+        ]
+        for request, named in cases:
+            status, _, body = predict(url, request)
+            assert (status, named in body["error"]) == (422, True), (request, body)
+        assert set(declared.features) - set(churn_row) <= set(body["error"].split("'"))
+    finally:
+        set_route(Tenant(PLAIN.key, name), None)
+    log = flushed_log(resources, PLAIN, name)
+    assert (log["status"] == 422).sum() >= len(cases)
+    assert log[prediction_log.ENTITY_KEY].isna().all()

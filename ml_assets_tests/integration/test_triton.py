@@ -230,7 +230,7 @@ def test_triton_errors_are_answered_and_logged_with_their_status(
     bad, _, answer = predict(url, {"rows": [{"nps_score": 1.0}]})
     assert bad == 422 and "missing features" in answer["error"]  # checked before Triton
     serve.get_app_handle(APP_NAME).flush_log.remote().result()
-    log = prediction_log.read(resources["object_store"], tenant).to_pandas()
+    log = prediction_log.read(resources["object_store"], tenant, "churn").to_pandas()
     recent = log[log["ts"] >= pd.Timestamp(started, unit="s", tz="UTC")]
     failed = recent[recent["status"] == 503]
     assert len(failed) >= 2 and set(failed["route"]) == {prediction_log.PRODUCTION_ROUTE}

@@ -43,8 +43,8 @@ def test_asset_graph_matches_snapshot():
 
 
 def test_promotion_gate_is_a_blocking_check():
-    specs = {spec.name: spec for spec in defs().resolve_assets_def(dg.AssetKey(["churn", "evaluation_report"]))
-             .check_specs}
+    report = defs().resolve_assets_def(dg.AssetKey(["churn", "evaluation_report"]))
+    specs = {spec.name: spec for spec in report.check_specs}
     assert specs[BEATS_BASELINE].blocking
 
 

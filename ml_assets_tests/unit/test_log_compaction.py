@@ -17,6 +17,7 @@ from ml_assets_testing import synthetic_log
 from ml_assets_testing.chain import chain
 
 ACME = Tenant("acme")
+CHURN = "churn"
 
 
 def rows_at(*stamps: datetime) -> pa.Table:
@@ -29,14 +30,15 @@ def test_rows_across_an_hour_go_to_the_partition_of_their_hour(tmp_path):
     store = ObjectStore(root=str(tmp_path))
     turn = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
     table = rows_at(turn - timedelta(seconds=1), turn, turn + timedelta(minutes=5))
-    newest = prediction_log.write_table(store, ACME, table)
-    keys = store.list(ACME, prediction_log.LOG_DIR)
-    assert [k.rsplit("/", 1)[0] for k in keys] == ["predictions/date=2026-02-28/hour=23",
-                                                   "predictions/date=2026-03-01/hour=00"]
+    newest = prediction_log.write_table(store, ACME, CHURN, table)
+    keys = store.list(ACME, prediction_log.log_dir(CHURN))
+    assert [k.rsplit("/", 1)[0] for k in keys] == ["churn/predictions/date=2026-02-28/hour=23",
+                                                   "churn/predictions/date=2026-03-01/hour=00"]
     assert newest == keys[-1]
-    late = prediction_log.read(store, ACME, ["ts"], since=turn, until=turn + timedelta(hours=1))
+    late = prediction_log.read(store, ACME, CHURN, ["ts"], since=turn,
+                               until=turn + timedelta(hours=1))
     assert late["ts"].to_pylist() == [turn, turn + timedelta(minutes=5)]
-    assert prediction_log.read(store, ACME).num_rows == 3
+    assert prediction_log.read(store, ACME, CHURN).num_rows == 3
 
 
 def test_window_hours_are_the_hours_the_window_touches():
@@ -73,7 +75,7 @@ def test_the_asset_compacts_closed_hours_and_expires_old_days(tmp_path):
     closed = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     old = now - timedelta(days=40)
     for stamp in (closed, closed + timedelta(minutes=1), now, old):
-        prediction_log.write_table(store, ACME, rows_at(stamp))
+        prediction_log.write_table(store, ACME, CHURN, rows_at(stamp))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", [ACME.key])
         result = dg.materialize(
@@ -86,10 +88,10 @@ def test_the_asset_compacts_closed_hours_and_expires_old_days(tmp_path):
         0].metadata
     assert metadata["hours_compacted"].value == 1 and metadata["files_deleted"].value == 2
     assert metadata["days_expired"].value == f"{old:%Y-%m-%d}"
-    keys = store.list(ACME, prediction_log.LOG_DIR)
+    keys = store.list(ACME, prediction_log.log_dir(CHURN))
     assert len(keys) == 2 and prediction_log.is_compacted(keys[0]) != (
         prediction_log.is_compacted(keys[1]))
-    assert prediction_log.read(store, ACME).num_rows == 3
+    assert prediction_log.read(store, ACME, CHURN).num_rows == 3
 
 
 def test_the_sensor_sees_replica_files_of_the_last_two_hours_not_compacted_ones(tmp_path):
@@ -98,9 +100,9 @@ def test_the_sensor_sees_replica_files_of_the_last_two_hours_not_compacted_ones(
 
     store = ObjectStore(root=str(tmp_path))
     now = datetime.now(UTC)
-    written = prediction_log.write_table(store, ACME, rows_at(now - timedelta(hours=1)))
+    written = prediction_log.write_table(store, ACME, CHURN, rows_at(now - timedelta(hours=1)))
     assert newest_log_file(store, ACME, now) == written
     assert newest_log_file(store, ACME, now + timedelta(hours=2)) is None
-    log_compaction.compact(store, ACME, now=now + timedelta(hours=1))
-    assert prediction_log.is_compacted(store.list(ACME, prediction_log.LOG_DIR)[0])
+    log_compaction.compact(store, ACME, CHURN, now=now + timedelta(hours=1))
+    assert prediction_log.is_compacted(store.list(ACME, prediction_log.log_dir(CHURN))[0])
     assert newest_log_file(store, ACME, now) is None  # no new rows: no monitoring run

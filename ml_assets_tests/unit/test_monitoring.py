@@ -213,14 +213,14 @@ def test_new_log_files_request_monitoring_for_their_tenant_only(tmp_path):
         instance.add_dynamic_partitions("tenant", [acme.key, globex.key])
         assert tick(None).run_requests == []  # no log yet
         records = synthetic_log.generate(acme.key, LogSpec(requests=3)).to_pylist()
-        first = prediction_log.write(store, acme, records)
+        first = prediction_log.write(store, acme, "churn", records)
         result = tick(None)
         assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
             (acme.key, f"{acme.key}:{first}")]
         assert [k.path[-1] for k in result.run_requests[0].asset_selection] == [
             "model_monitoring"]
         assert tick(result.cursor).run_requests == []  # nothing new
-        second = prediction_log.write(store, acme, records)
+        second = prediction_log.write(store, acme, "churn", records)
         again = tick(result.cursor)
         assert [r.run_key for r in again.run_requests] == [f"{acme.key}:{second}"]
     assert newest_log_file(store, globex) is None  # acme's files are not globex's

@@ -16,10 +16,10 @@ from ml_assets.events import EventType
 from ml_assets.monitoring import check_history, drift_views, liveness, realized
 from ml_assets.monitoring import statistics as monitoring
 from ml_assets.monitoring.window import (
-    LOG_COLUMNS,
     canary_outcome,
     evaluate,
     load_profile,
+    log_columns,
     newest_version,
     rollout_traffic,
     served_traffic,
@@ -177,7 +177,8 @@ def model_monitoring(
     object_store.check()
     end = datetime.now(UTC)
     start = end - timedelta(minutes=monitoring_policy.window_minutes)
-    logged = prediction_log.read(object_store, tenant, LOG_COLUMNS, since=start)
+    logged = prediction_log.read(object_store, tenant, tenant.use_case,
+                                 log_columns(tenant.use_case), since=start)
     table = served_traffic(logged)  # what callers got: no shadow, no pre-production route
     version = newest_version(table, prediction_log.PRODUCTION_ROUTE)
     profile = load_profile(mlflow, tenant, version) if version else None

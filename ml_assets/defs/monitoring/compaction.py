@@ -16,14 +16,19 @@ from ml_assets.use_case import UseCase
 
 def prediction_log_compaction(context: dg.AssetExecutionContext, object_store: ObjectStore,
                               prediction_log_policy: PredictionLogPolicy) -> dg.MaterializeResult:
-    """The tenant's prediction log with each closed hour compacted into one file and the days
-    past the retention deleted: monitoring's read costs its window, not the log's age."""
+    """The tenant's prediction log of the use case with each closed hour compacted into one
+    file and the days past the retention deleted: monitoring's read costs its window, not the
+    log's age."""
     tenant = tenant_of(context)
     policy = prediction_log_policy
     object_store.check()
-    done = log_compaction.compact(object_store, tenant, lookback_days=policy.lookback_days,
-                                  grace=timedelta(minutes=policy.grace_minutes))
-    done.expired = log_compaction.expire(object_store, tenant, policy.retention_days)
+    # the use case's log, and the tenant's log of requests that named no use case
+    logs = [tenant.use_case, None]
+    done = log_compaction.compact_logs(object_store, tenant, logs,
+                                            lookback_days=policy.lookback_days,
+                                            grace=timedelta(minutes=policy.grace_minutes))
+    done.expired = log_compaction.expire_logs(object_store, tenant, logs,
+                                                   policy.retention_days)
     return dg.MaterializeResult(metadata={
         "hours_compacted": len(done.partitions),
         "files_read": done.files_read,

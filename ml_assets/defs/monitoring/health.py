@@ -16,7 +16,6 @@ from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringThresholds
 from ml_assets.resources.ray import RayCluster, ServeEndpoint
-from ml_assets.schema import ENTITY, LABEL, LABEL_TIMESTAMP
 from ml_assets.serving.client import input_example, post_json
 from ml_assets.tenants import Tenant
 
@@ -64,10 +63,12 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
     import pandas as pd
     import pyarrow.compute as pc
 
-    from ml_assets.serving.prediction_log import PRODUCTION_ROUTE
+    from ml_assets.serving.prediction_log import ENTITY_KEY, PRODUCTION_ROUTE
 
-    metric = limits.quality_metric
-    holdout, scored = None, pd.DataFrame(columns=[ENTITY, "ts", "prediction"])
+    declared = use_case.load(tenant.use_case)
+    key, label = declared.key, declared.label
+    metric = limits.quality_metric or declared.gate.metric
+    holdout, scored = None, pd.DataFrame(columns=[key, "ts", "prediction"])
     if version is not None:
         client = mlflow.client()
         run_id = stages.model_version(client, tenant, version).run_id
@@ -75,13 +76,15 @@ def realized_quality(feast: FeastStore, mlflow: MlflowRegistry, tenant: Tenant,
         rows = table.filter(pc.and_(pc.and_(pc.equal(table["route"], PRODUCTION_ROUTE),
                                             pc.equal(table["model_version"], version)),
                                     pc.equal(table["status"], 200)))
-        scored = rows.select([ENTITY, "ts", "prediction"]).to_pandas()
-    churn = use_case.load("churn")
-    path = feast.source_path(tenant, churn, churn.label.name)
-    labels = (pd.read_parquet(path, columns=[ENTITY, LABEL, LABEL_TIMESTAMP]) if path.exists()
-              else pd.DataFrame(columns=[ENTITY, LABEL, LABEL_TIMESTAMP]))
-    joined = realized.labeled_after_scoring(scored, labels, ENTITY, "ts", LABEL,
-                                            LABEL_TIMESTAMP)
-    return realized.realized_quality(joined, LABEL, holdout, metric, limits.max_quality_drop,
-                                     limits.min_labeled_rows,
-                                     scored["prediction"].to_numpy(dtype="float64"))
+        scored = (rows.select([ENTITY_KEY, "ts", "prediction"]).to_pandas()
+                  .rename(columns={ENTITY_KEY: key}))
+    path = feast.source_path(tenant, declared, label.name)
+    columns = [key, label.column, label.timestamp_field]
+    labels = pd.read_parquet(path, columns=columns) if path.exists() else pd.DataFrame(
+        columns=columns)
+    joined = realized.labeled_after_scoring(scored, labels, key, "ts", label.column,
+                                            label.timestamp_field)
+    return realized.realized_quality(joined, label.column, holdout, metric,
+                                     limits.max_quality_drop, limits.min_labeled_rows,
+                                     scored["prediction"].to_numpy(dtype="float64"),
+                                     label.task)

@@ -21,7 +21,7 @@ def newest_log_file(object_store: ObjectStore, tenant: Tenant,
     however old the log is. Compacted files bring no new rows and are not counted."""
     now = now or datetime.now(UTC)
     for hour in (now, now - timedelta(hours=1)):
-        keys = object_store.list(tenant, prediction_log.hour_dir(hour))
+        keys = object_store.list(tenant, prediction_log.hour_dir(tenant.use_case, hour))
         written = [key for key in keys
                    if key.endswith(".parquet") and not prediction_log.is_compacted(key)]
         if written:

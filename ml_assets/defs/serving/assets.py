@@ -76,7 +76,7 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     """Start the one multi-tenant Serve application unless it runs: tenants share it."""
     from ray import serve
 
-    from ml_assets.serving.app import APP_NAME, ChurnService
+    from ml_assets.serving.app import APP_NAME, ModelService
     from ml_assets.serving.request import ROUTE_PREFIX
 
     env = serve_endpoint.controller_env()  # applies when this call starts the controller
@@ -85,7 +85,7 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status != "RUNNING":
         # plain config: resources carry runtime state (locks) that does not pickle
-        serve.run(ChurnService.bind(feast.model_dump(), object_store.model_dump(),
+        serve.run(ModelService.bind(feast.model_dump(), object_store.model_dump(),
                                     **serve_endpoint.replica_config()),
                   name=APP_NAME,
                   route_prefix=ROUTE_PREFIX)
@@ -127,8 +127,9 @@ def deployed_endpoint(
     events: LifecycleEvents,
 ) -> dg.Output[dict]:
     """The tenant's routes on the shared Ray Serve app: its Production version at
-    POST /v1/{tenant}/predict, its Staging version at /v1/{tenant}/staging/predict and
-    optionally as a canary share or shadow of production; latest features in the online
+    POST /v1/{tenant}/churn/predict, its Staging version at
+    /v1/{tenant}/churn/staging/predict and optionally as a canary share or shadow of
+    production; latest features in the online
     store; smoke-tested over HTTP (p50/p95 in metadata). Only versions with verified lineage
     are served. `url` is the replica's own port under direct ingress, `proxy_url` Serve's."""
     tenant = tenant_of(context)
