@@ -205,7 +205,7 @@ def main(argv: list[str]) -> None:
         mlflow.set_tracking_uri(tracking_uri)
         model = mlflow.pytorch.load_model(f"models:/{TENANT.registered_model_name}/1").eval()
         onnx_path = state / "model.onnx"
-        onnx_path.write_bytes(export_onnx(model))
+        onnx_path.write_bytes(export_onnx(model, len(FEATURES)))
         url = f"http://127.0.0.1:{free_port()}"
         server = start(PROJECT_ROOT / TRITON_VENV, state / "triton", int(url.rsplit(":", 1)[1]),
                        state / "triton.log")

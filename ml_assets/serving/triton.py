@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml_assets.schema import FEATURES
 from ml_assets.tenants import Tenant
+from ml_assets.use_case import load as load_use_case
 
 if TYPE_CHECKING:
     import aiohttp
@@ -84,7 +84,8 @@ def model_config(tenant: Tenant, versions: list[str], backend: str,
     config: dict[str, Any] = {
         "name": model_name(tenant),
         "max_batch_size": MAX_BATCH,
-        "input": [{"name": INPUT, "data_type": "TYPE_FP32", "dims": [len(FEATURES)]}],
+        "input": [{"name": INPUT, "data_type": "TYPE_FP32",
+                   "dims": [len(load_use_case(tenant.use_case).features)]}],
         "output": [{"name": OUTPUT, "data_type": "TYPE_FP32", "dims": [1]}],
         "dynamic_batching": {"max_queue_delay_microseconds": 500},
         "version_policy": {"specific": {"versions": [int(v) for v in versions]}},
@@ -99,8 +100,9 @@ def model_config(tenant: Tenant, versions: list[str], backend: str,
     return config
 
 
-def export_onnx(model) -> bytes:
-    """The torch model (NaN imputation and scaling included) as ONNX, batch axis dynamic."""
+def export_onnx(model, features: int) -> bytes:
+    """The torch model (NaN imputation and scaling included) of `features` inputs as ONNX,
+    batch axis dynamic."""
     import torch
 
     class Column(torch.nn.Module):  # Triton wants [batch, 1], not [batch]
@@ -112,7 +114,7 @@ def export_onnx(model) -> bytes:
             return self.inner(x).unsqueeze(-1)
 
     buffer = io.BytesIO()
-    example = torch.zeros(2, len(FEATURES))
+    example = torch.zeros(2, features)
     torch.onnx.export(Column(model).eval(), (example,), buffer, input_names=[INPUT],
                       output_names=[OUTPUT], dynamo=False,  # the dynamo path needs onnxscript
                       dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
@@ -121,7 +123,9 @@ def export_onnx(model) -> bytes:
 
 def infer_request(matrix: Any) -> tuple[bytes, dict[str, str]]:
     """Body and headers of a binary-tensor inference request for the feature rows."""
-    data = np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1, len(FEATURES))
+    data = np.ascontiguousarray(matrix, dtype=np.float32)
+    if data.ndim != 2:
+        raise ValueError(f"feature rows must be a [rows, features] matrix, got {data.shape}")
     header = json.dumps({
         "inputs": [{"name": INPUT, "shape": list(data.shape), "datatype": "FP32",
                     "parameters": {"binary_data_size": data.nbytes}}],

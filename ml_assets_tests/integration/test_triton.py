@@ -287,7 +287,8 @@ def test_a_production_version_archived_is_unloaded(instance, resources, on_trito
 
     tenant, version = WONKA, on_triton[WONKA.key]["v1"]
     model = mlflow.pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}")
-    repository.load(tenant, {version: export_onnx(model.eval())}, resources["triton"].backend,
+    onnx = export_onnx(model.eval(), len(schema.FEATURES))
+    repository.load(tenant, {version: onnx}, resources["triton"].backend,
                     resources["triton"].python_env)
     assert repository.version_ready(tenant, version)
     stages.transition(resources["mlflow"].client(), resources["events"], tenant, version,

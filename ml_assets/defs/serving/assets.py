@@ -7,10 +7,10 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from ml_assets import names, use_case
+from ml_assets import names
 from ml_assets.access.keys import Role, temporary_token
 from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of
+from ml_assets.defs.scope import key, tenant_of, use_case_of
 from ml_assets.events import EventType
 from ml_assets.registry import lineage, stages
 from ml_assets.resources.events import LifecycleEvents
@@ -43,6 +43,15 @@ class DeployConfig(dg.Config):
         None, description="Staging also scores every production request, logged, never "
         "returned; default: keep the tenant's current setting")
     smoke_requests: int = Field(20, ge=1, le=1000)
+
+
+def plausible(prediction: object, declared: UseCase) -> bool:
+    """A probability for a binary label, a finite number for a regression one."""
+    import math
+
+    if not isinstance(prediction, int | float) or not math.isfinite(prediction):
+        return False
+    return 0.0 <= prediction <= 1.0 if declared.binary else True
 
 
 def servable(client, tenant: Tenant, stage: str) -> str | None:
@@ -126,13 +135,13 @@ def deployed_endpoint(
     serve_endpoint: ServeEndpoint,
     events: LifecycleEvents,
 ) -> dg.Output[dict]:
-    """The tenant's routes on the shared Ray Serve app: its Production version at
-    POST /v1/{tenant}/churn/predict, its Staging version at
-    /v1/{tenant}/churn/staging/predict and optionally as a canary share or shadow of
-    production; latest features in the online
-    store; smoke-tested over HTTP (p50/p95 in metadata). Only versions with verified lineage
+    """The tenant's routes of the use case on the shared Ray Serve app: its Production version
+    at POST /v1/{tenant}/{use_case}/predict, its Staging version at
+    /v1/{tenant}/{use_case}/staging/predict and optionally as a canary share or shadow of
+    production; latest features in the online store; smoke-tested over HTTP (p50/p95 in
+    metadata). Only versions with verified lineage
     are served. `url` is the replica's own port under direct ingress, `proxy_url` Serve's."""
-    tenant = tenant_of(context)
+    tenant, declared = tenant_of(context), use_case_of(context)
     client = mlflow.client()
     primary = servable(client, tenant, stages.PRODUCTION)
     staging = servable(client, tenant, stages.STAGING)
@@ -160,8 +169,9 @@ def deployed_endpoint(
                   triton_url=current.triton_url if on_triton else None)
     served = primary or staging
     rows = input_example(f"models:/{tenant.registered_model_name}/{served}")
-    customers = feast.materialize_online(tenant, use_case.load("churn"))
-    context.log.info(f"tenant {tenant.key}: {customers} customers in the online store")
+    entities = feast.materialize_online(tenant, declared)
+    context.log.info(f"tenant {tenant.key}: {entities} {declared.entity.name}s in the online "
+                     "store")
 
     ensure_app(feast, object_store, serve_endpoint)
     set_route(tenant, route)
@@ -184,7 +194,7 @@ def deployed_endpoint(
             status, headers, body = post_json(smoke_url, {"rows": [rows[i % len(rows)]],
                                                           "key": f"smoke-{i}"}, token=token)
             latencies.append((time.perf_counter() - started) * 1000)
-            if status != 200 or not 0.0 <= body["predictions"][0] <= 1.0:
+            if status != 200 or not plausible(body["predictions"][0], declared):
                 raise RuntimeError(f"smoke request to {smoke_url} failed: {status} {body}")
             if headers.get(VERSION_HEADER) not in expected:
                 raise RuntimeError(f"{smoke_url} answered with version "
@@ -209,7 +219,7 @@ def deployed_endpoint(
             "canary_weight": route.canary_weight,
             "shadow": shadow,
             "engine": route.engine,
-            "online_customers": customers,
+            "online_entities": entities,
             "smoke_requests": config.smoke_requests,
             "smoke_p50_ms": dg.MetadataValue.float(p50),
             "smoke_p95_ms": dg.MetadataValue.float(p95),

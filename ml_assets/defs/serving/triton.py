@@ -41,7 +41,7 @@ def triton_model_repository(
     model = mlflow_pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}").eval()
     name = tenant.registered_model_name
     onnx_key = f"triton/{name}/{version}/model.onnx"
-    object_store.put_bytes(tenant, onnx_key, export_onnx(model))
+    object_store.put_bytes(tenant, onnx_key, export_onnx(model, features))
     config = triton_config(name, features)
     object_store.put_bytes(tenant, f"triton/{name}/config.pbtxt", config.encode())
     repository = object_store.uri(tenant, "triton")

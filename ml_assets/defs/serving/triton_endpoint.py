@@ -124,8 +124,8 @@ def triton_endpoint(
             wait_until_routed(url, token, {production}, rows[0], engine=RAY)
         started = time.perf_counter()
         # only this version: Triton unloads the others once it is ready
-        repository.load(tenant, {production: export_onnx(model)}, triton.backend,
-                        triton.python_env)
+        onnx = export_onnx(model, len(use_case_of(context).features))
+        repository.load(tenant, {production: onnx}, triton.backend, triton.python_env)
         load_s = time.perf_counter() - started
         worst = checked_parity(repository, tenant, production, model, rows,
                                use_case_of(context).features)
