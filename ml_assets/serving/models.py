@@ -16,6 +16,7 @@ Predictor = Callable[["np.ndarray"], "np.ndarray"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 MODEL_TYPE_TAG = "model_type"  # the version tag naming its family (training writes it)
 DEFAULT_FAMILY = "torch_mlp"  # versions registered before the tag existed
+LEGACY_MODEL_TYPES = {"pytorch-mlp": "torch_mlp"}  # what runs before the families were tagged
 
 
 class UnknownFamilyError(ValueError):
@@ -25,6 +26,7 @@ class UnknownFamilyError(ValueError):
 def family_of(tags: dict[str, str] | None) -> str:
     """The family a version's tags name (DEFAULT_FAMILY without the tag)."""
     family = (tags or {}).get(MODEL_TYPE_TAG) or DEFAULT_FAMILY
+    family = LEGACY_MODEL_TYPES.get(family, family)
     if family not in FAMILIES:
         raise UnknownFamilyError(f"model_type {family!r} is not one of {list(FAMILIES)}")
     return family

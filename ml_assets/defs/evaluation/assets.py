@@ -49,10 +49,11 @@ class EvaluationConfig(dg.Config):
 
 
 
-def _predict(model_uri: str, frame: pd.DataFrame, use_case: UseCase) -> np.ndarray:
+def _predict(model_uri: str, family: str, frame: pd.DataFrame, use_case: UseCase) -> np.ndarray:
     from ml_assets.serving.models import load_predictor
 
-    return load_predictor(model_uri)(frame[use_case.features].to_numpy(dtype=np.float32))
+    matrix = frame[use_case.features].to_numpy(dtype=np.float32)
+    return load_predictor(model_uri, family)(matrix)
 
 
 def _reference_model(train: pd.DataFrame, use_case: UseCase):
@@ -73,7 +74,10 @@ def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
     production = stages.version_with_alias(mlflow.client(), tenant, stages.PRODUCTION)
     if production is not None:
         uri = f"models:/{tenant.registered_model_name}/{production.version}"
-        return f"production_v{production.version}", _predict(uri, holdout, use_case)
+        from ml_assets.serving.models import family_of
+
+        return f"production_v{production.version}", _predict(
+            uri, family_of(production.tags), holdout, use_case)
     reference = _reference_model(features[features["split"] == "train"], use_case)
     rows = holdout[use_case.features]
     return REFERENCE_BASELINE, (reference.predict_proba(rows)[:, 1] if use_case.binary
@@ -162,7 +166,8 @@ def evaluation_report(
     mlflow.tenant_run(tenant, run_id)
     holdout = training_features[training_features["split"] == "holdout"]
     y = holdout[use_case.label.column].to_numpy()
-    p_candidate = _predict(trained_model["model_uri"], holdout, use_case)
+    family = trained_model.get("family", use_case.training.family)
+    p_candidate = _predict(trained_model["model_uri"], family, holdout, use_case)
     baseline_name, p_baseline = _baseline(mlflow, tenant, training_features, holdout, use_case)
     task = use_case.label.task
     candidate, baseline = task_metrics(task, y, p_candidate), task_metrics(task, y, p_baseline)

@@ -43,6 +43,7 @@ def registered_model(
     tags = {
         "tenant": tenant.key,
         "use_case": tenant.use_case,
+        "model_type": trained_model.get("family", "torch_mlp"),  # the family serving loads
         "run_id": trained_model["run_id"],
         "data_version": trained_model["data_version"],
         "code_version": __version__,
