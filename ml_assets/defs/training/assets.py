@@ -193,8 +193,9 @@ def trained_model(
                 metrics=final)
     checkpoints = object_store.list(tenant, "checkpoints", run_name)
     return dg.Output(
-        {"run_id": run_id, "model_uri": model_uri, "data_version": data_version, "family": "torch_mlp",
-         "metrics": final, "checkpoint_dir": object_store.uri(tenant, "checkpoints", run_name)},
+        {"run_id": run_id, "model_uri": model_uri, "data_version": data_version,
+         "family": "torch_mlp", "metrics": final,
+         "checkpoint_dir": object_store.uri(tenant, "checkpoints", run_name)},
         metadata={
             "mlflow_run_id": run_id,
             **mlflow.run_links(tenant, run_id),
