@@ -132,6 +132,9 @@ def run_config(search: bool = False, **trained_model: object) -> dict:
 def materialize(instance: dg.DagsterInstance, resources: dict, tenant: str,
                 selection: list[str] | None = None, config: dict | None = None,
                 raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    # churn's assets, by name or by key
+    selection = None if selection is None else [
+        name if "/" in name else f"churn/{name}" for name in selection]
     if config is None:
         trains = selection is None or "churn/trained_model" in selection
         config = run_config() if trains else {}
