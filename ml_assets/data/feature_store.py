@@ -91,13 +91,13 @@ class TenantFeatureStore(BaseModel):
         files, and write the repo's feature_store.yaml and definitions for the feast CLI."""
         from ml_assets.data.feature_repo.repo import DEFINITIONS_FILE, definitions, feast_objects
 
-        paths = {view.name: self.source_path(tenant, use_case, view.name).resolve()
-                 for view in use_case.feature_views}
         if not self.data_dir(tenant, use_case).is_dir():
             raise FileNotFoundError(
                 f"tenant {tenant.key!r} has no use case {use_case.name!r}: no folder "
                 f"{self.data_dir(tenant, use_case)} (`ml-assets tenant add {tenant.key}` "
                 "generates churn data)")
+        paths = {view.name: self.source_path(tenant, use_case, view.name).resolve()
+                 for view in use_case.feature_views}
         missing = {name: str(path) for name, path in paths.items() if not path.exists()}
         if missing:
             raise FileNotFoundError(
