@@ -25,12 +25,15 @@ CONFIG_FILE = "feature_store.yaml"
 
 
 def feast_project(tenant: Tenant, use_case: UseCase) -> str:
-    """The Feast project of a (tenant, use case): `t<length of the key>_<key>_<use case>`.
+    """The Feast project of a (tenant, use case): `t_<key>_<use case>_<len key>_<len use case>`,
+    '-' as '_' (Feast forbids '-' with sqlite).
 
-    Feast keys Redis rows and names sqlite tables by project, and forbids '-' with sqlite; the
-    key's length keeps the name unique where '-' becomes '_' (tenant `a-b` with use case `c`
-    against tenant `a` with use case `b_c`)."""
-    return f"t{len(tenant.key)}_{tenant.key.replace('-', '_')}_{use_case.name}"
+    The lengths make the name unique (`ab-cd` with `ef` against `ab` with `cd_ef`) and no name
+    the end of another: Feast's Redis store deletes a project's rows (teardown, a view removed)
+    by the pattern `<entity key prefix>*<project>`, which would also match every project
+    ending in that name."""
+    return (f"t_{tenant.key.replace('-', '_')}_{use_case.name}"
+            f"_{len(tenant.key)}_{len(use_case.name)}")
 
 
 class TenantFeatureStore(BaseModel):
