@@ -133,6 +133,27 @@ def test_spend_online_features_and_the_feast_cli(redis_feast):
     assert project_keys(tenant, SPEND) == 0
 
 
+def test_tearing_down_a_tenant_leaves_a_tenant_whose_key_ends_like_it(redis_feast):
+    """Feast deletes by `<prefix>*<project>`: with `t_<key>` projects, tenant `rX`'s teardown
+    would also delete `a-t-rX`'s rows (`t_a_t_rX` ends with `t_rX`)."""
+    run = uuid.uuid4().hex[:6]
+    short, long = Tenant(f"r{run}"), Tenant(f"a-t-r{run}")
+    stores = {}
+    try:
+        for tenant in (short, long):
+            churn_data.write(tenant.key, churn_data.ChurnDataSpec(customers=20),
+                             Path(redis_feast.raw_data_dir))
+            assert redis_feast.materialize_online(tenant, CHURN) == 20
+            stores[tenant] = redis_feast.store(tenant, CHURN)
+        stores.pop(short).teardown()
+        assert project_keys(short, CHURN) == 0 and project_keys(long, CHURN) == 20
+        got = redis_feast.online_features(stores[long], CHURN, [1, 2])
+        assert None not in got["monthly_spend"]
+    finally:
+        for store in stores.values():
+            store.teardown()
+
+
 def project_keys(tenant: Tenant, case: use_case.UseCase) -> int:
     """Feast's Redis keys end with the project name: the pair's rows and no one else's."""
     client = redis.Redis(host="127.0.0.1", port=6379)
