@@ -25,12 +25,15 @@ CONFIG_FILE = "feature_store.yaml"
 
 
 def feast_project(tenant: Tenant, use_case: UseCase) -> str:
-    """The Feast project of a (tenant, use case): `t<length of the key>_<key>_<use case>`.
+    """The Feast project of a (tenant, use case): `t_<key>_<use case>_<len key>_<len use case>`,
+    '-' as '_' (Feast forbids '-' with sqlite).
 
-    Feast keys Redis rows and names sqlite tables by project, and forbids '-' with sqlite; the
-    key's length keeps the name unique where '-' becomes '_' (tenant `a-b` with use case `c`
-    against tenant `a` with use case `b_c`)."""
-    return f"t{len(tenant.key)}_{tenant.key.replace('-', '_')}_{use_case.name}"
+    The lengths make the name unique (`ab-cd` with `ef` against `ab` with `cd_ef`) and no name
+    the end of another: Feast's Redis store deletes a project's rows (teardown, a view removed)
+    by the pattern `<entity key prefix>*<project>`, which would also match every project
+    ending in that name."""
+    return (f"t_{tenant.key.replace('-', '_')}_{use_case.name}"
+            f"_{len(tenant.key)}_{len(use_case.name)}")
 
 
 class TenantFeatureStore(BaseModel):
@@ -91,13 +94,13 @@ class TenantFeatureStore(BaseModel):
         files, and write the repo's feature_store.yaml and definitions for the feast CLI."""
         from ml_assets.data.feature_repo.repo import DEFINITIONS_FILE, definitions, feast_objects
 
-        paths = {view.name: self.source_path(tenant, use_case, view.name).resolve()
-                 for view in use_case.feature_views}
         if not self.data_dir(tenant, use_case).is_dir():
             raise FileNotFoundError(
                 f"tenant {tenant.key!r} has no use case {use_case.name!r}: no folder "
                 f"{self.data_dir(tenant, use_case)} (`ml-assets tenant add {tenant.key}` "
                 "generates churn data)")
+        paths = {view.name: self.source_path(tenant, use_case, view.name).resolve()
+                 for view in use_case.feature_views}
         missing = {name: str(path) for name, path in paths.items() if not path.exists()}
         if missing:
             raise FileNotFoundError(

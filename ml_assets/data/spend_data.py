@@ -61,10 +61,10 @@ def _rng(tenant: str, seed: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def account_ids(indices: np.ndarray) -> pd.Series:
+def account_ids(indices: np.ndarray, accounts: int) -> pd.Series:
     """"acct-000123" for index 123, as arrow strings (10M python strings would be GBs)."""
-    names = pa.array(np.char.add("acct-", np.char.zfill(indices.astype(str), 6)))
-    return pd.Series(pd.arrays.ArrowStringArray(names))
+    names = pa.array(np.char.add("acct-", np.char.zfill(np.arange(accounts).astype(str), 6)))
+    return pd.Series(pd.arrays.ArrowStringArray(names.take(pa.array(indices))))
 
 
 def spend_90d(features: pd.DataFrame) -> np.ndarray:
@@ -164,13 +164,13 @@ def generate(tenant: str, spec: SpendDataSpec) -> tuple[pd.DataFrame, pd.DataFra
         known.append(pd.DataFrame(taken, columns=columns))
     noise = np.exp(rng.normal(0, 0.1, n))
     labels = pd.DataFrame({
-        key: account_ids(label_account),
+        key: account_ids(label_account, spec.accounts),
         spend.label.timestamp_field: start + pd.to_timedelta(label_s, unit="s"),
         spend.label.column: spend_90d(pd.concat(known, axis=1)) * noise,
     })
     labels = labels.sort_values(spend.label.timestamp_field, kind="stable").reset_index(drop=True)
-    usage.insert(0, key, account_ids(usage_account))
-    billing.insert(0, key, account_ids(billing_account))
+    usage.insert(0, key, account_ids(usage_account, spec.accounts))
+    billing.insert(0, key, account_ids(billing_account, spec.accounts))
     return usage, billing, labels
 
 

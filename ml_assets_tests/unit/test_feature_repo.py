@@ -69,9 +69,15 @@ def test_use_cases_of_a_tenant_do_not_see_each_other(feast):
     assert feast.repo_dir(ACME, CHURN) != feast.repo_dir(ACME, SPEND)
 
 
-def test_projects_are_valid_and_unique_where_dashes_become_underscores():
-    cd_ef = SPEND.model_copy(update={"name": "cd_ef"})
-    ef = SPEND.model_copy(update={"name": "ef"})
-    # both would be t_ab_cd_ef
-    assert feast_project(Tenant("ab-cd"), ef) != feast_project(Tenant("ab"), cd_ef)
-    assert feast_project(Tenant("big-co"), SPEND) == "t6_big_co_spend"
+def test_no_project_is_another_or_the_end_of_another():
+    """Feast's Redis store deletes a project's rows by the pattern `<prefix>*<project>`."""
+    assert feast_project(Tenant("big-co"), SPEND) == "t_big_co_spend_6_5"
+    cases = [SPEND.model_copy(update={"name": name})
+             for name in ("ef", "cd_ef", "churn", "x_12", "t_acme_churn")]
+    tenants = [Tenant(key) for key in ("ab", "ab-cd", "acme", "xt4-acme", "x-t-acme",
+                                       "acme-churn-4", "b1-x-12")]
+    projects = [feast_project(t, c) for t in tenants for c in cases]
+    assert len(set(projects)) == len(projects)  # ab-cd with ef vs ab with cd_ef among them
+    for one in projects:
+        others = [p for p in projects if p != one and p.endswith(one)]
+        assert others == [], (one, others)

@@ -1,1 +1,2 @@
-"""The Feast repo: the `customer` entity and the activity feature view, applied per tenant."""
+"""The Feast repo of a use case: its entity and feature views (repo.py), applied per (tenant,
+use case), and the ASOF offline store (offline_store.py)."""
