@@ -56,10 +56,6 @@ class Tenant:
         return f"tenants/{self.key}"
 
     @property
-    def feast_project(self) -> str:
-        return "t_" + self.key.replace("-", "_")
-
-    @property
     def serve_app_name(self) -> str:
         return f"models-{self.key}"
 

@@ -20,11 +20,13 @@ def test_invalid_keys_are_refused_naming_the_key(key):
 
 def test_derived_names_are_distinct_per_tenant():
     a, b = Tenant("acme"), Tenant("globex")
-    for name in ("experiment_name", "registered_model_name", "prefix", "feast_project",
-                 "serve_app_name", "route_prefix"):
+    for name in ("experiment_name", "registered_model_name", "prefix", "serve_app_name",
+                 "route_prefix"):
         assert getattr(a, name) != getattr(b, name)
         assert "acme" in getattr(a, name).replace("_", "-")
-    assert Tenant("big-co").feast_project == "t_big_co"
+    churn, spend = Tenant("acme"), Tenant("acme", "spend")
+    assert churn.registered_model_name == "acme-churn"
+    assert spend.registered_model_name == "acme-spend" and spend.prefix == churn.prefix
 
 
 def test_add_tenant_is_idempotent_and_validates():
