@@ -35,7 +35,7 @@ def _generate(settings: Settings, tenant: Tenant, args: argparse.Namespace) -> N
         spend_data.write(tenant.key, spend_data.SpendDataSpec(
             accounts=args.customers, drift=args.drift, seed=args.seed), settings.raw_data_dir)
     else:
-        raise SystemExit(f"use case {tenant.use_case!r} has no generator: onboard the "
+        raise ValueError(f"use case {tenant.use_case!r} has no generator: onboard the "
                          "tenant's files with --source VIEW=PATH ... --labels PATH")
 
 
@@ -44,9 +44,9 @@ def _sources(declared: use_case.UseCase, args: argparse.Namespace) -> dict[str, 
     for given in args.source:
         view, sep, uri = given.partition("=")
         if not sep or not view or not uri:
-            raise SystemExit(f"--source {given!r}: expected VIEW=PATH_OR_S3_URI")
+            raise ValueError(f"--source {given!r}: expected VIEW=PATH_OR_S3_URI")
         if view in sources:
-            raise SystemExit(f"--source {view} given twice")
+            raise ValueError(f"--source {view} given twice")
         sources[view] = uri
     if args.labels:
         sources[declared.label.name] = args.labels
@@ -59,11 +59,11 @@ def _add(settings: Settings, args: argparse.Namespace) -> str:
 
     try:
         declared = use_case.load(args.use_case)
-    except use_case.UnknownUseCaseError as exc:
-        raise SystemExit(str(exc.args[0])) from None
+    except use_case.UnknownUseCaseError as exc:  # a KeyError: its message as the CLI's error
+        raise ValueError(exc.args[0]) from None
     tenant = Tenant(args.name, declared.name)
     if args.generate == bool(args.source or args.labels):
-        raise SystemExit("give the tenant's files (--source VIEW=PATH_OR_S3_URI for each of "
+        raise ValueError("give the tenant's files (--source VIEW=PATH_OR_S3_URI for each of "
                          f"{[v.name for v in declared.feature_views]} and --labels "
                          "PATH_OR_S3_URI), or --generate for demo data")
     if args.generate:
@@ -76,7 +76,8 @@ def _add(settings: Settings, args: argparse.Namespace) -> str:
             paths = onboard(resources["feast"], resources["object_store"], tenant, declared,
                             _sources(declared, args))
         except OnboardingError as exc:
-            raise SystemExit(f"tenant {tenant.key}, use case {declared.name}: {exc}") from None
+            raise OnboardingError(f"tenant {tenant.key}, use case {declared.name}: {exc}"
+                                  ) from None
         done = f"{len(paths)} files"
     with instance(settings) as dagster:
         add_tenant(dagster, tenant.key)
