@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from ml_assets.tenants import Tenant, validated_keys
-from ml_assets.use_case import METRICS
+from ml_assets.use_case import METRICS, load
 
 
 class MonitoringThresholds(dg.Config):
@@ -54,4 +54,11 @@ class MonitoringPolicy(dg.ConfigurableResource):
     _valid_tenants = field_validator("tenant_thresholds")(lambda cls, value: validated_keys(value))
 
     def for_tenant(self, tenant: Tenant) -> MonitoringThresholds:
-        return self.tenant_thresholds.get(tenant.key, self.thresholds)
+        """The tenant's thresholds; what they leave out, its use case's declared defaults."""
+        chosen = self.tenant_thresholds.get(tenant.key, self.thresholds)
+        declared = load(tenant.use_case).monitoring
+        defaults = {"latency_p95_sla_ms": declared.latency_sla_ms,
+                    "max_error_rate": declared.max_error_rate,
+                    "max_quality_drop": declared.max_quality_drop}
+        return chosen.model_copy(update={name: value for name, value in defaults.items()
+                                         if name not in chosen.model_fields_set})

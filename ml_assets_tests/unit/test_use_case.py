@@ -87,3 +87,17 @@ def test_the_code_location_holds_every_declared_use_case():
     for name in use_case.names():
         assert f"{name}/{names.TRAINED_MODEL}" in keys
         assert dg.AssetKey([name, names.DEPLOYED_ENDPOINT]) in defs().resolve_all_asset_keys()
+
+
+def test_the_declared_monitoring_defaults_apply_where_a_tenant_sets_none():
+    from ml_assets.resources.monitoring import MonitoringPolicy, MonitoringThresholds
+    from ml_assets.tenants import Tenant
+
+    policy = MonitoringPolicy(tenant_thresholds={"acme": MonitoringThresholds(
+        max_quality_drop=0.3)})
+    spend = use_case.load("spend").monitoring
+    assert policy.for_tenant(Tenant("acme", "spend")).max_quality_drop == 0.3  # its own
+    globex = policy.for_tenant(Tenant("globex", "spend"))
+    assert globex.max_quality_drop == spend.max_quality_drop != 0.05  # the declaration's
+    assert globex.latency_p95_sla_ms == spend.latency_sla_ms
+    assert policy.for_tenant(Tenant("globex")).max_quality_drop == 0.05  # churn's
