@@ -148,7 +148,7 @@ def test_drift_publishes_once_and_retrains_that_tenant_only(dagster_postgres, se
         RETRAIN_ASSETS)
     monitor(instance, resources, DRIFTING)  # still drifting: cooldown holds the next retrain
     assert tick(instance, result.cursor, resources, policy).run_requests == []
-    assert json.loads(result.cursor)[STEADY.key]["last_request"] == 0.0
+    assert json.loads(result.cursor)[f"churn/{STEADY.key}"]["last_request"] == 0.0
 
 
 def test_errors_and_slow_requests_publish_quality_events(dagster_postgres, server_resources):

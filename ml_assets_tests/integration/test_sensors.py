@@ -69,7 +69,7 @@ def test_moving_production_in_mlflow_redeploys_that_tenant(mlflow_server, resour
         request = second.run_requests[0]
         assert request.partition_key == INITECH.key
         assert request.asset_selection == [dg.AssetKey(["churn", "deployed_endpoint"])]
-        assert json.loads(second.cursor)[INITECH.key][stages.PRODUCTION] == v2
+        assert json.loads(second.cursor)[f"churn/{INITECH.key}"][stages.PRODUCTION] == v2
         assert tick(mlflow_stage_change_sensor, instance, second.cursor,
                     **sensor_resources).run_requests == []
         replay = tick(mlflow_stage_change_sensor, instance, first.cursor, **sensor_resources)
