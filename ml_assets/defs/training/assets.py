@@ -12,7 +12,7 @@ from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
-from ml_assets.schema import FEATURES
+from ml_assets.schema import FEATURES, LABEL
 from ml_assets.tenants import Tenant
 from ml_assets.training.config import ExperimentConfig
 from ml_assets.training.progress import streamed_lines
@@ -161,7 +161,7 @@ def trained_model(
         events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
                     experiment_name=config.experiment_name, data_version=data_version)
         ray.connect()
-        data = ray_training.preprocess(training_features)
+        data = ray_training.preprocess(training_features, FEATURES, LABEL)
         # rank 0 logs each epoch to MLflow as it ends: show it in the run log as it happens
         with streamed_lines(lambda: epoch_lines(mlflow, run_id, config.epochs),
                             context.log.info):

@@ -8,6 +8,7 @@ from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
+from ml_assets.schema import FEATURES, LABEL
 from ml_assets.tenants import Tenant
 
 
@@ -78,7 +79,7 @@ def hyperparameter_search(
     parent = mlflow.start_run(tenant, name, tags={"search": "optuna+asha"})
     ray.connect()
     results = search.search(
-        ray_training.preprocess(training_features),
+        ray_training.preprocess(training_features, FEATURES, LABEL),
         config.param_space(),
         {"seed": config.seed, "max_epochs": config.max_epochs,
          "grace_period": config.grace_period, "tracking_uri": mlflow.tracking_uri,
