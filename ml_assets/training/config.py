@@ -117,3 +117,24 @@ def experiment_config_for(family: str, values: dict[str, Any] | None = None
     if values.setdefault("family", family) != family:
         raise ValueError(f"config says family {values['family']!r} but {family!r} was asked")
     return _FAMILY_CONFIG.validate_python(values)
+
+
+class TrainingRequest(dg.PermissiveConfig):
+    """The `trained_model` run config: `family` (None: the use case's) and that family's fields
+    (ExperimentConfig, XGBoostConfig or LightGBMConfig), checked by `resolve` when the step
+    starts, before any run or event."""
+
+    # a str, not the Family Literal: Dagster's config types have no Literal
+    family: str | None = Field(None, description="torch_mlp, xgboost or lightgbm; None: "
+                               "the use case's training.family")
+
+
+def resolve(request: dict[str, Any], default_family: str,
+            defaults: dict[str, Any] | None = None
+            ) -> ExperimentConfig | XGBoostConfig | LightGBMConfig:
+    """The validated config a run asked for: its family (or `default_family`), `defaults` (the
+    use case's training.params, for its own family only) under the fields it set."""
+    values = {k: v for k, v in request.items() if not (k == "family" and v is None)}
+    family = values.get("family", default_family)
+    base = dict(defaults or {}) if family == default_family else {}
+    return experiment_config_for(family, {**base, **values})

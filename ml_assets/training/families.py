@@ -51,6 +51,7 @@ class TrainedModel:
     metrics: dict[str, float]  # the final model on the validation rows: val_<task metric>
     checkpoint: Any  # the ray.train.Checkpoint of the last epoch / round
     result: Any  # the ray.train.Result (metrics_dataframe: this attempt's reports)
+    predict: Any  # the trained model in memory: float matrix [n, F] -> [n] (see predictor)
 
 
 def model_requirements(family: str) -> list[str]:
@@ -109,7 +110,7 @@ def train(
     client.set_tag(tracking.run_id, "model_type", MODEL_TYPES[family])
     return TrainedModel(family=family, model_uri=model_uri,
                         metrics={f"val_{k}": v for k, v in scores.items()},
-                        checkpoint=result.checkpoint, result=result)
+                        checkpoint=result.checkpoint, result=result, predict=predict)
 
 
 def _torch_model(state: dict, data: Any, config: ExperimentConfig, task: str) -> Any:

@@ -4,6 +4,7 @@
 import dagster as dg
 import pandas as pd
 
+from ml_assets import use_case
 from ml_assets.data.versions import content_hash
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.events import EventType
@@ -14,10 +15,13 @@ from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
 from ml_assets.schema import FEATURES, LABEL
 from ml_assets.tenants import Tenant
-from ml_assets.training.config import ExperimentConfig
+from ml_assets.training.config import FAULT_FIELDS, ExperimentConfig, TrainingRequest, resolve
+from ml_assets.training.families import MODEL_TYPES
 from ml_assets.training.progress import streamed_lines
 
-MODEL_TYPE = "pytorch-mlp"
+USE_CASE = "churn"  # until trained_model is built per use case (UseCaseComponent)
+
+MODEL_TYPE = MODEL_TYPES["torch_mlp"]
 MODEL_ARTIFACT = "model"
 # What loading the logged model imports (ml-assets holds ChurnModel): the packages MLflow would
 # infer by loading the model in a subprocess, ~3 s of CPU per training on 2 cores
@@ -70,7 +74,7 @@ def _training_key(config: ExperimentConfig, data_version: str) -> str:
     import hashlib
     import json
 
-    body = json.dumps({"config": config.model_dump(exclude={"fault_injection_epoch"}),
+    body = json.dumps({"config": config.model_dump(exclude=FAULT_FIELDS),
                        "data_version": data_version}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:12]
 
@@ -103,11 +107,12 @@ def epoch_lines(mlflow: MlflowRegistry, run_id: str, epochs: int) -> list[str]:
 
 def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
     """The newest complete epoch checkpoint an earlier attempt of this run left, if any."""
+    from ml_assets.training.boosting import BOOSTER_FILES
     from ml_assets.training.ray_training import STATE_FILE
 
+    files = tuple(f"/{name}" for name in (STATE_FILE, *BOOSTER_FILES.values()))
     epochs = sorted(key.rsplit("/", 2)[-2] for key in
-                    object_store.list(tenant, "checkpoints", run_name)
-                    if key.endswith(f"/{STATE_FILE}"))
+                    object_store.list(tenant, "checkpoints", run_name) if key.endswith(files))
     return object_store.path(tenant, "checkpoints", run_name, epochs[-1]) if epochs else None
 
 
@@ -118,7 +123,7 @@ def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str)
 )
 def trained_model(
     context: dg.AssetExecutionContext,
-    config: ExperimentConfig,
+    config: TrainingRequest,
     training_features: pd.DataFrame,
     hyperparameter_search: dict,
     ray: RayCluster,
@@ -132,8 +137,10 @@ def trained_model(
     from ml_assets.training import ray_training
 
     tenant = Tenant(context.partition_key)
+    case = use_case.load(USE_CASE)
+    config = resolve(config.model_dump(), case.training.family, case.training.params)
     object_store.check()
-    if hyperparameter_search["best_config"]:
+    if hyperparameter_search["best_config"] and config.family == "torch_mlp":
         config = config.model_copy(update=hyperparameter_search["best_config"])
         context.log.info(f"training with the searched config: {config.model_dump()}")
     data_version = content_hash(training_features)
@@ -143,7 +150,7 @@ def trained_model(
         run_name = f"{config.experiment_name}-{training_key}-{context.run.run_id[:8]}"
         run_id = mlflow.start_run(tenant, run_name, tags={
             "experiment_name": config.experiment_name,
-            "model_type": MODEL_TYPE,
+            "model_type": MODEL_TYPES[config.family],
             "data_version": data_version,
             "training_key": training_key,
             "dagster_run_id": context.run.run_id,
@@ -161,6 +168,10 @@ def trained_model(
         events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
                     experiment_name=config.experiment_name, data_version=data_version)
         ray.connect()
+        if config.family != "torch_mlp":
+            return _trained_boosting(context, config, training_features, tenant, run_id,
+                                     run_name, resume_from, data_version, mlflow, object_store,
+                                     events)
         data = ray_training.preprocess(training_features, FEATURES, LABEL)
         # rank 0 logs each epoch to MLflow as it ends: show it in the run log as it happens
         with streamed_lines(lambda: epoch_lines(mlflow, run_id, config.epochs),
@@ -208,3 +219,45 @@ def trained_model(
         },
     )
 
+
+def _trained_boosting(context: dg.AssetExecutionContext, config, training_features: pd.DataFrame,
+                      tenant: Tenant, run_id: str, run_name: str, resume_from: str | None,
+                      data_version: str, mlflow: MlflowRegistry, object_store: ObjectStore,
+                      events: LifecycleEvents) -> dg.Output[dict]:
+    """trained_model for the boosted-tree families: train through Ray Train (per-round metrics
+    in MLflow, checkpoints on the object store), log the reference profile, finish the run."""
+    from ml_assets.training.families import CheckpointStorage, Tracking, train
+
+    case = use_case.load(USE_CASE)
+    trained = train(config, training_features, features=case.features, label=case.label.column,
+                    task=case.label.task,
+                    storage=CheckpointStorage(object_store.path(tenant, "checkpoints"),
+                                              object_store.filesystem()),
+                    tracking=Tracking(mlflow.tracking_uri, run_id), run_name=run_name,
+                    resume_from=resume_from)
+    resumed = int(trained.result.metrics.get("resumed_at_round", 0))
+    if resumed:
+        context.log.info(f"restored from checkpoint round_{resumed:05d} and continued")
+    train_rows = training_features.loc[training_features["split"] == "train", case.features]
+    client = mlflow.client()
+    client.log_dict(run_id, reference_profile(train_rows, trained.predict(train_rows.to_numpy())),
+                    PROFILE_ARTIFACT)
+    client.set_terminated(run_id, status="FINISHED")
+    events.emit(EventType.MODEL_TRAINING_COMPLETED, tenant, run_id=run_id,
+                model_uri=trained.model_uri, metrics=trained.metrics)
+    checkpoints = object_store.list_dirs(tenant, "checkpoints", run_name)
+    return dg.Output(
+        {"run_id": run_id, "model_uri": trained.model_uri, "data_version": data_version,
+         "metrics": trained.metrics, "family": config.family,
+         "checkpoint_dir": object_store.uri(tenant, "checkpoints", run_name)},
+        metadata={
+            "mlflow_run_id": run_id,
+            **mlflow.run_links(tenant, run_id),
+            "model_uri": trained.model_uri,
+            "family": config.family,
+            "rounds": int(trained.result.metrics["round"]),
+            "checkpoints": len([d for d in checkpoints if d.rsplit("/", 1)[-1].startswith(
+                "round_")]),
+            **{k: dg.MetadataValue.float(v) for k, v in trained.metrics.items()},
+        },
+    )
