@@ -62,7 +62,7 @@ def ray_path(data: pd.DataFrame, epochs: int, batch_size: int, workers: int,
     run_id = client.create_run(client.get_experiment_by_name("bench").experiment_id).info.run_id
     started = time.perf_counter()
     result = ray_training.fit(
-        ray_training.preprocess(data),
+        ray_training.preprocess(data, FEATURES, LABEL),
         {"seed": 0, "hidden_sizes": [64, 32], "dropout": 0.1, "learning_rate": 1e-2,
          "weight_decay": 0.0, "epochs": epochs, "batch_size": batch_size,
          "tracking_uri": client.tracking_uri, "run_id": run_id},

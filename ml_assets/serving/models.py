@@ -34,60 +34,25 @@ def family_of(tags: dict[str, str] | None) -> str:
 
 def load_predictor(model_uri: str, family: str) -> Predictor:
     """The model at model_uri (through its MLflow flavor) as rows[n, F] float32 -> [n]."""
+    from ml_assets.training.predictor import booster_predictor, torch_predictor
+
     if family not in FAMILIES:
         raise UnknownFamilyError(f"model_type {family!r} is not one of {list(FAMILIES)}")
     if family == "torch_mlp":
         import mlflow.pytorch
 
-        return _torch(mlflow.pytorch.load_model(model_uri).eval())
+        return torch_predictor(mlflow.pytorch.load_model(model_uri, map_location="cpu"))
     if family == "xgboost":
         import mlflow.xgboost
 
-        return _xgboost(mlflow.xgboost.load_model(model_uri))
-    import mlflow.lightgbm
+        model = mlflow.xgboost.load_model(model_uri)
+    else:
+        import mlflow.lightgbm
 
-    return _lightgbm(mlflow.lightgbm.load_model(model_uri))
-
-
-def _torch(model: Any) -> Predictor:
-    import torch
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(rows)).numpy().reshape(len(rows))
-
-    return predict
-
-
-def _xgboost(model: Any) -> Predictor:
-    import numpy as np
-    import xgboost
-
-    if not isinstance(model, xgboost.Booster):  # a scikit-learn wrapper
-        return _sklearn(model)
-    names = model.feature_names
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        # a Booster's objective decides: binary:logistic gives probabilities, reg:* values;
-        # the names a booster was trained with must be on the matrix or xgboost refuses it
-        matrix = xgboost.DMatrix(rows, feature_names=names, missing=np.nan)
-        return np.asarray(model.predict(matrix), dtype=np.float64).reshape(len(rows))
-
-    return predict
-
-
-def _lightgbm(model: Any) -> Predictor:
-    import lightgbm
-    import numpy as np
-
-    if not isinstance(model, lightgbm.Booster):
-        return _sklearn(model)
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        # binary objectives give probabilities, regression values; NaN is LightGBM's missing
-        return np.asarray(model.predict(rows), dtype=np.float64).reshape(len(rows))
-
-    return predict
+        model = mlflow.lightgbm.load_model(model_uri)
+    if hasattr(model, "predict_proba") or not hasattr(model, "save_model"):
+        return _sklearn(model)  # a scikit-learn wrapper, not a Booster
+    return booster_predictor(family, model)
 
 
 def _sklearn(model: Any) -> Predictor:

@@ -1,4 +1,4 @@
-"""Holdout metrics per task, shared by training (per epoch / round) and evaluation."""
+"""Metrics of each task, shared by training (per epoch) and evaluation (holdout)."""
 
 from __future__ import annotations
 
@@ -25,19 +25,21 @@ def binary_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) ->
     }
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def regression_metrics(y_true: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
     from sklearn import metrics
 
-    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    y_true, prediction = np.asarray(y_true, dtype=float), np.asarray(prediction, dtype=float)
     return {
-        "rmse": float(np.sqrt(metrics.mean_squared_error(y_true, y_pred))),
-        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
-        "r2": float(metrics.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
+        "rmse": float(np.sqrt(metrics.mean_squared_error(y_true, prediction))),
+        "mae": float(metrics.mean_absolute_error(y_true, prediction)),
+        "r2": float(metrics.r2_score(y_true, prediction)) if len(y_true) > 1 else float("nan"),
     }
 
 
-def task_metrics(task: str, y_true: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    """The metrics of the task: binary_classification or regression."""
+def task_metrics(task: str, y_true: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """The task's metrics of predictions (probabilities for binary, values for regression)."""
+    if task == "binary_classification":
+        return binary_metrics(y_true, prediction)
     if task == "regression":
-        return regression_metrics(y_true, predictions)
-    return binary_metrics(y_true, predictions)
+        return regression_metrics(y_true, prediction)
+    raise ValueError(f"unknown task {task!r}: binary_classification or regression")

@@ -1,4 +1,4 @@
-"""The churn classifier: an MLP, and the served model that carries its own preprocessing."""
+"""The MLP family: the network, and the served model that carries its own preprocessing."""
 
 from __future__ import annotations
 
@@ -24,13 +24,18 @@ class ChurnMLP(nn.Module):
 
 
 class ChurnModel(nn.Module):
-    """Raw feature rows in, churn probability out: imputation and scaling fitted on the
-    training split (by Ray Data) are buffers here, so serving needs no separate preprocessor."""
+    """Raw feature rows in, a probability (binary) or a value (regression) out: imputation and
+    scaling fitted on the training split (by Ray Data) are buffers here, so serving needs no
+    separate preprocessor."""
+
+    # a class default: models pickled before regression existed load as binary
+    probability = True
 
     def __init__(self, mlp: ChurnMLP, impute: torch.Tensor, mean: torch.Tensor,
-                 std: torch.Tensor) -> None:
+                 std: torch.Tensor, probability: bool = True) -> None:
         super().__init__()
         self.mlp = mlp
+        self.probability = probability
         self.register_buffer("impute", impute.float())
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", torch.where(std > 0, std, torch.ones_like(std)).float())
@@ -38,4 +43,5 @@ class ChurnModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.mean.dtype)
         x = torch.where(torch.isnan(x), self.impute, x)
-        return torch.sigmoid(self.mlp((x - self.mean) / self.std))
+        output = self.mlp((x - self.mean) / self.std)
+        return torch.sigmoid(output) if self.probability else output

@@ -4,14 +4,13 @@ from typing import Any
 
 import numpy as np
 
-from ml_assets.schema import LABEL
-from ml_assets.training.ray_training import Preprocessed
+from ml_assets.training.ray_training import LABEL_COLUMN, Preprocessed
 
 
 def arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     frame = dataset.to_pandas()
     return np.stack(frame["features"].to_numpy()).astype(np.float32), \
-        frame[LABEL].to_numpy(np.float32)
+        frame[LABEL_COLUMN].to_numpy(np.float32)
 
 
 def trial(config: dict[str, Any], data: dict[str, np.ndarray], fixed: dict[str, Any]) -> None:

@@ -51,7 +51,7 @@ def test_training_on_the_gpu_checkpoints_resumes_and_loads_on_the_cpu(tmp_path: 
     run_id = client.create_run(experiment).info.run_id
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False)
     try:
-        data = ray_training.preprocess(_frame(50_000))
+        data = ray_training.preprocess(_frame(50_000), FEATURES, LABEL)
 
         def fit(epochs: int, run_name: str, resume_from: str | None = None):
             return ray_training.fit(

@@ -139,7 +139,7 @@ def test_the_scaler_is_fitted_on_train_rows_only(ray_cluster):
     frame[LABEL] = rng.integers(0, 2, 300)
     frame["split"] = ["train"] * 200 + ["validation"] * 50 + ["holdout"] * 50
     frame.loc[frame["split"] != "train", FEATURES] += 1000.0  # a holdout far from train
-    data = preprocess(frame)
+    data = preprocess(frame, FEATURES, LABEL)
     train_rows = frame[frame["split"] == "train"]
     assert np.allclose(data.mean, train_rows[FEATURES].mean(), atol=1e-4)
     assert np.allclose(data.std, train_rows[FEATURES].std(ddof=0), rtol=1e-3)

@@ -15,11 +15,10 @@ from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
 from ml_assets.tenants import Tenant
-from ml_assets.training.config import ExperimentConfig
+from ml_assets.training.config import FAULT_FIELDS, ExperimentConfig, TrainingRequest, resolve
 from ml_assets.training.progress import streamed_lines
 from ml_assets.use_case import UseCase
 
-MODEL_TYPE = "pytorch-mlp"
 MODEL_ARTIFACT = "model"
 # What loading the logged model imports (ml-assets holds ChurnModel): the packages MLflow would
 # infer by loading the model in a subprocess, ~3 s of CPU per training on 2 cores
@@ -34,7 +33,7 @@ def model_requirements() -> list[str]:
 
 
 def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: ExperimentConfig,
-               example: pd.DataFrame, train_rows: pd.DataFrame) -> str:
+               example: pd.DataFrame, train_rows: pd.DataFrame, task: str) -> str:
     """Log the served model (preprocessing inside) with signature and input example, and the
     reference profile monitoring compares live traffic with (train rows, their predictions)."""
     import mlflow as mlflow_api
@@ -42,12 +41,9 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
     from mlflow import pytorch as mlflow_pytorch
     from mlflow.models import infer_signature
 
-    from ml_assets.training.model import ChurnMLP, ChurnModel
+    from ml_assets.training.families import torch_model
 
-    mlp = ChurnMLP(train_rows.shape[1], config.hidden_sizes, config.dropout)
-    mlp.load_state_dict(state["model"])
-    model = ChurnModel(mlp, torch.from_numpy(data.impute), torch.from_numpy(data.mean),
-                       torch.from_numpy(data.std)).eval()
+    model = torch_model(state, data, config, task)
     with torch.no_grad():
         output = model(torch.tensor(example.to_numpy(), dtype=torch.float32)).numpy()
         train_predictions = model(torch.tensor(train_rows.to_numpy(), dtype=torch.float32))
@@ -72,7 +68,7 @@ def _training_key(config: ExperimentConfig, data_version: str) -> str:
     import hashlib
     import json
 
-    body = json.dumps({"config": config.model_dump(exclude={"fault_injection_epoch"}),
+    body = json.dumps({"config": config.model_dump(exclude=FAULT_FIELDS),
                        "data_version": data_version}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:12]
 
@@ -105,17 +101,18 @@ def epoch_lines(mlflow: MlflowRegistry, run_id: str, epochs: int) -> list[str]:
 
 def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
     """The newest complete epoch checkpoint an earlier attempt of this run left, if any."""
+    from ml_assets.training.boosting import BOOSTER_FILES
     from ml_assets.training.ray_training import STATE_FILE
 
+    files = tuple(f"/{name}" for name in (STATE_FILE, *BOOSTER_FILES.values()))
     epochs = sorted(key.rsplit("/", 2)[-2] for key in
-                    object_store.list(tenant, "checkpoints", run_name)
-                    if key.endswith(f"/{STATE_FILE}"))
+                    object_store.list(tenant, "checkpoints", run_name) if key.endswith(files))
     return object_store.path(tenant, "checkpoints", run_name, epochs[-1]) if epochs else None
 
 
 def trained_model(
     context: dg.AssetExecutionContext,
-    config: ExperimentConfig,
+    config: TrainingRequest,
     training_features: pd.DataFrame,
     hyperparameter_search: dict,
     ray: RayCluster,
@@ -128,9 +125,10 @@ def trained_model(
     prefix. The model is logged to MLflow with its signature and preprocessing inside."""
     from ml_assets.training import ray_training
 
-    tenant, use_case = tenant_of(context), use_case_of(context)
+    tenant, case = tenant_of(context), use_case_of(context)
+    config = resolve(config.model_dump(), case.training.family, case.training.params)
     object_store.check()
-    if hyperparameter_search["best_config"]:
+    if hyperparameter_search["best_config"] and config.family == "torch_mlp":
         config = config.model_copy(update=hyperparameter_search["best_config"])
         context.log.info(f"training with the searched config: {config.model_dump()}")
     data_version = content_hash(training_features)
@@ -140,8 +138,8 @@ def trained_model(
         run_name = f"{config.experiment_name}-{training_key}-{context.run.run_id[:8]}"
         run_id = mlflow.start_run(tenant, run_name, tags={
             "experiment_name": config.experiment_name,
-            "model_type": MODEL_TYPE,
-            "use_case": use_case.name,
+            "model_type": config.family,
+            "use_case": case.name,
             "data_version": data_version,
             "training_key": training_key,
             "dagster_run_id": context.run.run_id,
@@ -159,13 +157,18 @@ def trained_model(
         events.emit(EventType.MODEL_TRAINING_STARTED, tenant, run_id=run_id,
                     experiment_name=config.experiment_name, data_version=data_version)
         ray.connect()
-        data = ray_training.preprocess(training_features)
+        if config.family != "torch_mlp":
+            return _trained_boosting(context, config, training_features, tenant, run_id,
+                                     run_name, resume_from, data_version, mlflow, object_store,
+                                     events)
+        data = ray_training.preprocess(training_features, case.features, case.label.column)
         # rank 0 logs each epoch to MLflow as it ends: show it in the run log as it happens
         with streamed_lines(lambda: epoch_lines(mlflow, run_id, config.epochs),
                             context.log.info):
             result = ray_training.fit(
                 data,
-                {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id},
+                {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id,
+                 "task": case.label.task},
                 num_workers=config.num_workers,
                 use_gpu=config.use_gpu,
                 cpus_per_worker=config.cpus_per_worker,
@@ -180,10 +183,11 @@ def trained_model(
             context.log.info(f"restored from checkpoint epoch_{resumed:04d} and continued")
         log_lines = epoch_lines(mlflow, run_id, config.epochs)  # every attempt's epochs
         client.log_text(run_id, "\n".join(log_lines) + "\n", "training_log.txt")
-        train_rows = training_features.loc[training_features["split"] == "train", use_case.features]
+        train_rows = training_features.loc[training_features["split"] == "train", case.features]
         example = train_rows.dropna().head(5)
         model_uri = _log_model(mlflow, run_id, ray_training.load_state(result.checkpoint), data,
-                               config, example.reset_index(drop=True), train_rows)
+                               config, example.reset_index(drop=True), train_rows,
+                               case.label.task)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -204,6 +208,49 @@ def trained_model(
             "checkpoints": len([k for k in checkpoints if k.endswith(ray_training.STATE_FILE)]),
             **{k: dg.MetadataValue.float(v) for k, v in final.items()},
             "training_log": dg.MetadataValue.md("```\n" + "\n".join(log_lines) + "\n```"),
+        },
+    )
+
+
+def _trained_boosting(context: dg.AssetExecutionContext, config, training_features: pd.DataFrame,
+                      tenant: Tenant, run_id: str, run_name: str, resume_from: str | None,
+                      data_version: str, mlflow: MlflowRegistry, object_store: ObjectStore,
+                      events: LifecycleEvents) -> dg.Output[dict]:
+    """trained_model for the boosted-tree families: train through Ray Train (per-round metrics
+    in MLflow, checkpoints on the object store), log the reference profile, finish the run."""
+    from ml_assets.training.families import CheckpointStorage, Tracking, train
+
+    case = use_case_of(context)
+    trained = train(config, training_features, features=case.features, label=case.label.column,
+                    task=case.label.task,
+                    storage=CheckpointStorage(object_store.path(tenant, "checkpoints"),
+                                              object_store.filesystem()),
+                    tracking=Tracking(mlflow.tracking_uri, run_id), run_name=run_name,
+                    resume_from=resume_from)
+    resumed = int(trained.result.metrics.get("resumed_at_round", 0))
+    if resumed:
+        context.log.info(f"restored from checkpoint round_{resumed:05d} and continued")
+    train_rows = training_features.loc[training_features["split"] == "train", case.features]
+    client = mlflow.client()
+    client.log_dict(run_id, reference_profile(train_rows, trained.predict(train_rows.to_numpy())),
+                    PROFILE_ARTIFACT)
+    client.set_terminated(run_id, status="FINISHED")
+    events.emit(EventType.MODEL_TRAINING_COMPLETED, tenant, run_id=run_id,
+                model_uri=trained.model_uri, metrics=trained.metrics)
+    checkpoints = object_store.list_dirs(tenant, "checkpoints", run_name)
+    return dg.Output(
+        {"run_id": run_id, "model_uri": trained.model_uri, "data_version": data_version,
+         "metrics": trained.metrics, "family": config.family,
+         "checkpoint_dir": object_store.uri(tenant, "checkpoints", run_name)},
+        metadata={
+            "mlflow_run_id": run_id,
+            **mlflow.run_links(tenant, run_id),
+            "model_uri": trained.model_uri,
+            "family": config.family,
+            "rounds": int(trained.result.metrics["round"]),
+            "checkpoints": len([d for d in checkpoints if d.rsplit("/", 1)[-1].startswith(
+                "round_")]),
+            **{k: dg.MetadataValue.float(v) for k, v in trained.metrics.items()},
         },
     )
 

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from ml_assets import names
 from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import inputs, tenant_of
+from ml_assets.defs.scope import inputs, tenant_of, use_case_of
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
@@ -69,13 +69,17 @@ def hyperparameter_search(
     from ml_assets.training import ray_training, search
     from ml_assets.training.progress import trial_progress
 
-    tenant = tenant_of(context)
+    tenant, case = tenant_of(context), use_case_of(context)
+    if case.training.family != "torch_mlp" or not case.binary:
+        raise ValueError(f"hyperparameter_search searches torch_mlp binary classifiers; use "
+                         f"case {case.name!r} trains {case.training.family} on a "
+                         f"{case.label.task} label: set enabled: false")
     object_store.check()
     name = f"search-{context.run.run_id[:8]}"
     parent = mlflow.start_run(tenant, name, tags={"search": "optuna+asha"})
     ray.connect()
     results = search.search(
-        ray_training.preprocess(training_features),
+        ray_training.preprocess(training_features, case.features, case.label.column),
         config.param_space(),
         {"seed": config.seed, "max_epochs": config.max_epochs,
          "grace_period": config.grace_period, "tracking_uri": mlflow.tracking_uri,
