@@ -46,6 +46,8 @@ LABELS_CONTRACT = "churn_labels_contract"
 BEATS_BASELINE = "beats_baseline"
 # the baseline a tenant's candidate is held to while it has no Production version
 REFERENCE_BASELINE = "logistic_regression_reference"
+REFERENCE_BASELINES = {"binary_classification": REFERENCE_BASELINE,  # per task
+                       "regression": "ridge_regression_reference"}
 
 # the LLM chain: a tenant's registered LLM, served on vLLM behind the LLM gateway
 REGISTERED_LLM = "registered_llm"

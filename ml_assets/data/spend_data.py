@@ -73,10 +73,14 @@ def spend_90d(features: pd.DataFrame) -> np.ndarray:
     f = features.fillna({c: m for c, (m, _) in _LEVEL.items()}).fillna(
         {"overdue_invoices": 0, "plan_tier": 1})
     billed = 3.0 * f["mrr"] * (1.0 - f["discount_pct"].clip(0, 100) / 100.0)
-    overage = 0.004 * f["api_calls_7d"].clip(lower=0) * (1 + f["plan_tier"])
-    engaged = 15.0 * f["active_seats"] * (f["logins_7d"] > 2 * f["active_seats"])
-    return (billed + overage + engaged + 1.5 * f["storage_gb"]
-            - 250.0 * np.minimum(f["overdue_invoices"], 3)).clip(lower=0).to_numpy("float64")
+    tier = f["plan_tier"].round().clip(0, 2).astype("int64").to_numpy()
+    upsell = np.array([0.6, 1.0, 1.8])[tier]  # a step per plan, multiplying the bill
+    overage = 0.004 * f["api_calls_7d"].clip(lower=0) * (1 + tier)
+    engaged = 600.0 * (f["logins_7d"] > 2 * f["active_seats"])  # a threshold, not a slope
+    # accounts two invoices behind mostly stop paying: a cliff a linear model cannot draw
+    at_risk = np.where(f["overdue_invoices"] >= 2, 0.35, 1.0)
+    return ((billed * upsell + overage + engaged + 1.5 * f["storage_gb"]) * at_risk
+            ).clip(lower=0).to_numpy("float64")
 
 
 def _levels(rng: np.random.Generator, spec: SpendDataSpec) -> dict[str, np.ndarray]:

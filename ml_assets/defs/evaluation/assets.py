@@ -19,7 +19,6 @@ from ml_assets.training.metrics import LOWER_IS_BETTER, task_metrics
 from ml_assets.use_case import METRICS, UseCase
 
 BEATS_BASELINE = names.BEATS_BASELINE
-REFERENCE_BASELINE = names.REFERENCE_BASELINE
 
 
 class EvaluationConfig(dg.Config):
@@ -80,8 +79,8 @@ def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
             uri, family_of(production.tags), holdout, use_case)
     reference = _reference_model(features[features["split"] == "train"], use_case)
     rows = holdout[use_case.features]
-    return REFERENCE_BASELINE, (reference.predict_proba(rows)[:, 1] if use_case.binary
-                                else reference.predict(rows))
+    predicted = reference.predict_proba(rows)[:, 1] if use_case.binary else reference.predict(rows)
+    return names.REFERENCE_BASELINES[use_case.label.task], predicted
 
 
 def _report_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:

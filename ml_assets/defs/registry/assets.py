@@ -62,7 +62,7 @@ def registered_model(
                                 reason="passed beats_baseline", actor=ACTOR)
     gate = evaluation_report["gate"]
     first = (config.first_version_to_production
-             and evaluation_report["baseline"] == names.REFERENCE_BASELINE
+             and evaluation_report["baseline"] in names.REFERENCE_BASELINES.values()
              and stages.version_with_alias(mlflow.client(), tenant, stages.PRODUCTION) is None)
     if config.auto_promote or first:
         policy = "first_version_to_production" if first else "auto_promote"
