@@ -16,7 +16,7 @@ log = logging.getLogger("ml_assets.service")
 ERRORS = {code: {"description": text} for code, text in (
     (401, "no API key, or not a valid one"),
     (403, "the key is for another tenant, or its role may not do this"),
-    (404, "no such run or model version for this tenant"),
+    (404, "no such run, model version or use case for this tenant"),
     (429, "rate limit of this API key reached; see Retry-After"),
     (503, "Dagster or MLflow did not answer"),
 )}

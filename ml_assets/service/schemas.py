@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
 
 from ml_assets.events import EventType
-from ml_assets.training.config import ExperimentConfig
+from ml_assets.training.config import ExperimentConfig, LightGBMConfig, XGBoostConfig
 
 
 def _declare_layer_check(schema: dict[str, Any]) -> None:
@@ -38,25 +40,90 @@ def _integral(value: Any) -> Any:
     return [_integral(item) for item in value] if isinstance(value, list) else value
 
 
-class ExperimentRequest(ExperimentConfig):
-    """The `trained_model` config the assets take: same fields, same checks. Unknown fields,
-    non-finite numbers and values of the wrong JSON type (`true` or `"3"` for an int) are
-    refused here, not coerced into a run."""
+def _integral_floats_are_ints(cls, data: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; strict mode alone would refuse it
+    if not isinstance(data, dict):
+        return data
+    ints = {name for name, field in cls.model_fields.items() if _takes_ints(field.annotation)}
+    return {key: _integral(value) if key in ints else value for key, value in data.items()}
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True,
-                              json_schema_extra=_declare_layer_check)
+
+# Unknown fields, non-finite numbers and values of the wrong JSON type (`true` or `"3"` for an
+# int) are refused in a request body, not coerced into a run.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class ExperimentRequest(ExperimentConfig):
+    """The torch_mlp `trained_model` config the assets take: same fields, same checks."""
+
+    model_config = ConfigDict(**STRICT, json_schema_extra=_declare_layer_check)
+    # required here: a body without it is the use case's family (UseCaseFamilyRequest)
+    family: Literal["torch_mlp"]
     # chaos testing makes a worker raise: for the test suite, never for a client of the API
     fault_injection_epoch: None = Field(None, description="not settable through the API")
+    _ints = model_validator(mode="before")(classmethod(_integral_floats_are_ints))
 
-    @model_validator(mode="before")
-    @classmethod
-    def _integral_floats_are_ints(cls, data: Any) -> Any:
-        # JSON Schema counts 3.0 as an integer; strict mode alone would refuse it
-        if not isinstance(data, dict):
-            return data
-        ints = {name for name, field in cls.model_fields.items()
-                if _takes_ints(field.annotation)}
-        return {key: _integral(value) if key in ints else value for key, value in data.items()}
+
+class XGBoostRequest(XGBoostConfig):
+    """The xgboost `trained_model` config."""
+
+    model_config = STRICT
+    family: Literal["xgboost"]
+    fault_injection_round: None = Field(None, description="not settable through the API")
+    _ints = model_validator(mode="before")(classmethod(_integral_floats_are_ints))
+
+
+class LightGBMRequest(LightGBMConfig):
+    """The lightgbm `trained_model` config."""
+
+    model_config = STRICT
+    family: Literal["lightgbm"]
+    fault_injection_round: None = Field(None, description="not settable through the API")
+    _ints = model_validator(mode="before")(classmethod(_integral_floats_are_ints))
+
+
+def _use_case_family_schema(schema: dict[str, Any]) -> None:
+    # what a family-less body holds depends on the use case in the query: the spec shows the
+    # default use case's (churn: torch_mlp), so a client (and the fuzzer) sends what it takes
+    torch = ExperimentRequest.model_json_schema()
+    properties = {k: v for k, v in torch["properties"].items() if k != "family"}
+    schema.update(properties=properties, additionalProperties=False,
+                  description="no `family`: the fields of the use case's family, with its "
+                  "declared defaults under them (shown: churn's torch_mlp)")
+
+
+class UseCaseFamilyRequest(BaseModel):
+    """A body without `family`: its fields are checked against the use case's family (and
+    that family's declared defaults) when the route knows the use case."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_use_case_family_schema)
+
+
+REQUESTS: dict[str, type[BaseModel]] = {
+    "torch_mlp": ExperimentRequest, "xgboost": XGBoostRequest, "lightgbm": LightGBMRequest}
+
+
+def _family_tag(body: Any) -> str:
+    family = body.get("family") if isinstance(body, dict) else getattr(body, "family", None)
+    return "use_case" if family is None else str(family)
+
+
+ExperimentBody = Annotated[
+    Annotated[ExperimentRequest, Tag("torch_mlp")] | Annotated[XGBoostRequest, Tag("xgboost")]
+    | Annotated[LightGBMRequest, Tag("lightgbm")]
+    | Annotated[UseCaseFamilyRequest, Tag("use_case")],
+    Discriminator(_family_tag),
+]
+
+
+def experiment_request(body: BaseModel, family: str, defaults: dict[str, Any]) -> BaseModel:
+    """The body as its family's request: a family-less body checked against `family` (the use
+    case's) with `defaults` (its declared params) under it. pydantic's ValidationError names a
+    field of another family or a bad value."""
+    if not isinstance(body, UseCaseFamilyRequest):
+        return body
+    return REQUESTS[family].model_validate(
+        {**defaults, **(body.model_extra or {}), "family": family})
 
 
 class PromoteRequest(BaseModel):

@@ -17,9 +17,11 @@ import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
 
+from ml_assets import names
 from ml_assets.access.keys import KeyStore, Role
+from ml_assets.data import churn_data, spend_data
 from ml_assets.service.app import create_app
-from ml_assets.service.dagster_runs import IDEMPOTENCY_TAG, JOB, PARTITION_TAG, DagsterRuns
+from ml_assets.service.dagster_runs import IDEMPOTENCY_TAG, PARTITION_TAG, DagsterRuns
 from ml_assets.settings import PROJECT_ROOT, Settings, load_settings
 from ml_assets.tenants import Tenant, add_tenant
 from ml_assets_testing.servers import free_port, venv_bin, wait_for_http
@@ -27,13 +29,19 @@ from ml_assets_tests.unit.test_service_keys import secret_of
 
 ACME, GLOBEX, INITECH = "acme", "globex", "initech"
 EXPERIMENT = {"epochs": 3, "learning_rate": 0.02, "hidden_sizes": [16, 8], "seed": 11}
+JOB = names.model_job("churn")
 
 
 @pytest.fixture(scope="module")
 def api_settings(tmp_path_factory, mlflow_server) -> Settings:
     state = tmp_path_factory.mktemp("api_state")
-    return load_settings({"ML_ASSETS_STATE_DIR": str(state), "MLFLOW_TRACKING_URI": mlflow_server,
-                          "ML_ASSETS_DAGSTER_URL": f"http://127.0.0.1:{free_port()}"})
+    settings = load_settings({"ML_ASSETS_STATE_DIR": str(state),
+                              "MLFLOW_TRACKING_URI": mlflow_server,
+                              "ML_ASSETS_DAGSTER_URL": f"http://127.0.0.1:{free_port()}"})
+    for tenant in (ACME, GLOBEX, INITECH):  # onboarded for churn; globex for spend too
+        churn_data.write(tenant, churn_data.ChurnDataSpec(customers=40), settings.raw_data_dir)
+    spend_data.write(GLOBEX, spend_data.SpendDataSpec(accounts=40), settings.raw_data_dir)
+    return settings
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +316,40 @@ def test_bad_experiment_config_is_422_per_field_and_launches_nothing(
     assert not_finite.status_code == 422
     assert not_finite.json()["detail"][0]["loc"] == ["body", "weight_decay"]
     assert len(runs_of(dagster_instance, ACME)) == before
+
+
+def test_the_use_case_picks_the_job_and_the_family_defaults(client, tokens, dagster_instance):
+    headers = auth(tokens[GLOBEX, "trainer"])
+    response = client.post(f"/v1/tenants/{GLOBEX}/experiments?use_case=spend",
+                           json={"num_boost_round": 20}, headers=headers)
+    assert response.status_code == 201, response.text
+    run = dagster_instance.get_run_by_id(response.json()["run_id"])
+    assert run.job_name == "spend_model_job"
+    posted = run.run_config["ops"]["spend__trained_model"]["config"]
+    assert (posted["family"], posted["num_boost_round"], posted["max_depth"]) == (
+        "xgboost", 20, 3)  # the body's, then spend's declared defaults
+
+
+@pytest.mark.parametrize("tenant, query, body, named", [
+    (GLOBEX, "?use_case=spend", {"epochs": 3}, ["body", "epochs"]),  # torch's, not xgboost's
+    (GLOBEX, "", {"family": "lightgbm", "min_child_weight": 1.0},
+     ["body", "lightgbm", "min_child_weight"]),
+    (GLOBEX, "", {"family": "sklearn"}, ["body"]),
+    (ACME, "?use_case=spend", EXPERIMENT, "not enabled for use_case 'spend'"),
+    (ACME, "?use_case=fraud", EXPERIMENT, "use_case 'fraud' is not declared"),
+])
+def test_a_field_of_another_family_or_a_use_case_not_onboarded_is_refused(
+        client, tokens, dagster_instance, tenant, query, body, named):
+    before = len(runs_of(dagster_instance, tenant))
+    response = client.post(f"/v1/tenants/{tenant}/experiments{query}", json=body,
+                           headers=auth(tokens[tenant, "trainer"]))
+    detail = response.json()["detail"]
+    if isinstance(named, str):  # the use case: no such one for this tenant
+        assert response.status_code == 404 and named in detail
+    else:
+        assert response.status_code == 422, response.text
+        assert any(error["loc"][:len(named)] == named for error in detail), detail
+    assert len(runs_of(dagster_instance, tenant)) == before
 
 
 def test_run_ids_are_checked_before_dagster_is_asked(client, tokens):

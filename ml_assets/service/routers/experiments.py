@@ -7,7 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from ml_assets import names, use_case
 from ml_assets.access.keys import Role
@@ -15,11 +17,12 @@ from ml_assets.service.auth import Caller, Service, access, service
 from ml_assets.service.dagster_runs import IdempotencyConflict, Run
 from ml_assets.service.errors import BODY_ERRORS, ERRORS, log, upstream
 from ml_assets.service.schemas import (
+    ExperimentBody,
     ExperimentLaunched,
-    ExperimentRequest,
     Links,
     MlflowRunInfo,
     RunStatus,
+    experiment_request,
 )
 from ml_assets.tenants import Tenant
 
@@ -33,7 +36,8 @@ router = APIRouter()
                                "description": "a repeat: the run this Idempotency-Key made"},
                409: {"description": "the Idempotency-Key was used for another body"}})
 def launch_experiment(
-    config: ExperimentRequest,
+    config: ExperimentBody,
+    request: Request,
     response: Response,
     caller: Annotated[Caller, Depends(access(Role.trainer))],
     svc: Annotated[Service, Depends(service)],
@@ -47,15 +51,27 @@ def launch_experiment(
     )] = "churn",
 ) -> ExperimentLaunched:
     """Validate the experiment config and launch the use case's `{use_case}_model_job` for the
-    tenant's partition with it as the `trained_model` config. A use case that is not declared,
-    or that the tenant was not onboarded for, is a 422 naming it."""
+    tenant's partition with it as the `trained_model` config: the body's `family` (torch_mlp,
+    xgboost, lightgbm) picks its fields; without one, the use case's family and its declared
+    defaults. A field of another family or a bad value is a 422 naming it; a use case that is
+    not declared, or that the tenant was not onboarded for, a 404."""
+    unknown = sorted(set(request.query_params) - {"use_case"})
+    if unknown:  # a misspelled use_case would otherwise train churn
+        raise RequestValidationError([{"loc": ("query", name), "msg": "unknown parameter",
+                                       "type": "extra_forbidden"} for name in unknown])
     tenant = Tenant(caller.tenant.key, use_case_name)
     if use_case_name not in use_case.names():
-        raise HTTPException(422, f"use_case {use_case_name!r} is not declared: one of "
+        raise HTTPException(404, f"use_case {use_case_name!r} is not declared: one of "
                                  f"{use_case.names()}")
     if not (svc.settings.raw_data_dir / tenant.key / use_case_name).is_dir():
-        raise HTTPException(422, f"tenant {tenant.key!r} is not enabled for use_case "
+        raise HTTPException(404, f"tenant {tenant.key!r} is not enabled for use_case "
                                  f"{use_case_name!r}")
+    training = use_case.load(use_case_name).training
+    try:
+        config = experiment_request(config, training.family, training.params)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])}
+                                      for error in exc.errors(include_url=False)]) from None
     with upstream("MLflow"):
         experiment_id = svc.mlflow.experiment_id(tenant)
     with upstream("Dagster"):
