@@ -34,19 +34,45 @@ def family_of(tags: dict[str, str] | None) -> str:
 
 def load_predictor(model_uri: str, family: str) -> Predictor:
     """The model at model_uri (through its MLflow flavor) as rows[n, F] float32 -> [n]."""
+    return load_sized(model_uri, family)[0]
+
+
+def load_sized(model_uri: str, family: str) -> tuple[Predictor, int]:
+    """load_predictor's predictor and the model's size in bytes: a torch model's parameters
+    and buffers, a booster's serialized form (what the Serve replica's cache bounds)."""
     if family not in FAMILIES:
         raise UnknownFamilyError(f"model_type {family!r} is not one of {list(FAMILIES)}")
     if family == "torch_mlp":
         import mlflow.pytorch
 
-        return _torch(mlflow.pytorch.load_model(model_uri).eval())
+        model = mlflow.pytorch.load_model(model_uri).eval()
+        return _torch(model), torch_bytes(model)
     if family == "xgboost":
         import mlflow.xgboost
 
-        return _xgboost(mlflow.xgboost.load_model(model_uri))
+        model = mlflow.xgboost.load_model(model_uri)
+        return _xgboost(model), booster_bytes(model)
     import mlflow.lightgbm
 
-    return _lightgbm(mlflow.lightgbm.load_model(model_uri))
+    model = mlflow.lightgbm.load_model(model_uri)
+    return _lightgbm(model), booster_bytes(model)
+
+
+def torch_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def booster_bytes(model: Any) -> int:
+    """Bytes of an XGBoost or LightGBM booster (or its scikit-learn wrapper), serialized."""
+    booster = getattr(model, "booster_", None)  # lightgbm's scikit-learn wrapper
+    booster = model if booster is None else booster
+    if hasattr(booster, "get_booster"):
+        booster = booster.get_booster()
+    if hasattr(booster, "save_raw"):  # xgboost
+        return len(booster.save_raw("ubj"))
+    return len(booster.model_to_string())  # lightgbm
 
 
 def _torch(model: Any) -> Predictor:
