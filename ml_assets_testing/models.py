@@ -9,8 +9,10 @@ from ml_assets.tenants import Tenant
 UNTRAINED = "untrained"  # the data version of the runs below
 
 
-def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[str, list[str]]:
-    """{tenant: [model URI, ...]}: models logged by one run in each tenant's experiment."""
+def log_untrained_models(registry, tenants: list[str], count: int = 1, seed: int = 0,
+                         hidden: tuple[int, ...] = (4,)) -> dict[str, list[str]]:
+    """{tenant: [model URI, ...]}: models logged by one run in each tenant's experiment, the
+    i-th initialised with seed + i."""
     import mlflow
     import pandas as pd
     import torch
@@ -26,8 +28,8 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[s
     for key in tenants:
         run_id = registry.start_run(Tenant(key), UNTRAINED, tags={"data_version": UNTRAINED})
         for i in range(count):
-            torch.manual_seed(i)
-            model = ChurnModel(ChurnMLP(n, [4], 0.0), torch.zeros(n), torch.zeros(n),
+            torch.manual_seed(seed + i)
+            model = ChurnModel(ChurnMLP(n, list(hidden), 0.0), torch.zeros(n), torch.zeros(n),
                                torch.ones(n))
             with mlflow.start_run(run_id=run_id):
                 info = mlflow_pytorch.log_model(model, name=f"model{i}", input_example=example,
@@ -64,3 +66,16 @@ def two_versions(mlflow, events, tenant: Tenant) -> tuple[str, str]:
         stages.transition(client, events, tenant, version, stages.STAGING, "test", "pytest")
     stages.transition(client, events, tenant, v1, stages.PRODUCTION, "test", "pytest")
     return v1, v2
+
+
+def production_version(registry, events, tenant: Tenant, seed: int = 0,
+                       hidden: tuple[int, ...] = (4,)) -> str:
+    """A real (untrained) registered version of the tenant, moved to Production."""
+    from ml_assets.registry import stages
+
+    uri = log_untrained_models(registry, [tenant.key], seed=seed, hidden=hidden)[tenant.key][0]
+    version = register(registry, tenant, uri)
+    client = registry.client()
+    for stage in (stages.STAGING, stages.PRODUCTION):
+        stages.transition(client, events, tenant, version, stage, "test", "pytest")
+    return version
