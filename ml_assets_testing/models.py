@@ -24,6 +24,7 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1, seed: int
     mlflow.set_registry_uri(registry.tracking_uri)
     n = len(FEATURES)
     example = pd.DataFrame([[1.0] * n], columns=FEATURES)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
     uris: dict[str, list[str]] = {}
     for key in tenants:
         run_id = registry.start_run(Tenant(key), UNTRAINED, tags={"data_version": UNTRAINED})
@@ -32,8 +33,10 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1, seed: int
             model = ChurnModel(ChurnMLP(n, list(hidden), 0.0), torch.zeros(n), torch.zeros(n),
                                torch.ones(n))
             with mlflow.start_run(run_id=run_id):
+                # given, not inferred: inferring them loads the model in a subprocess (seconds)
                 info = mlflow_pytorch.log_model(model, name=f"model{i}", input_example=example,
-                                                serialization_format="pickle")
+                                                serialization_format="pickle",
+                                                pip_requirements=requirements)
             uris.setdefault(key, []).append(info.model_uri)
     return uris
 
