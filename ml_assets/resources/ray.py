@@ -41,7 +41,7 @@ class ServeEndpoint(dg.ConfigurableResource):
     direct_port_max: int = 31000
     api_keys_path: str = ".ml_assets/api_keys.db"  # the key store callers' keys are checked in
     predict_rate_limit_per_minute: int = 600_000  # per key, per replica
-    models_per_replica: int = 32  # loaded models a replica keeps, least recently used out
+    models_per_replica: int = 256  # loaded models a replica keeps, least recently used out
     model_cache_mb: float | None = 1024.0  # and their measured MB at most (None: unbounded)
 
     def replica_config(self) -> dict:

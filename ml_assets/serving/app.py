@@ -81,7 +81,7 @@ class ModelService:
 
     async def __init__(self, feast: dict, object_store: dict, keys_path: str,
                        rate_limit_per_minute: int, log_flush_s: float = 2.0,
-                       models_per_replica: int = 32,
+                       models_per_replica: int = 256,
                        model_cache_mb: float | None = None) -> None:
         self.feast = TenantFeatureStore(**feast)
         # the data layer moves to online stores per (tenant, use case); until it has, the
