@@ -43,7 +43,7 @@ class Settings:
     # and how many MB of them (torch parameters and buffers, boosters' serialized size; None:
     # no memory bound). 256: a hundred tenants' Production and Staging versions; a churn MLP
     # cost ~190 KB of replica memory, and a cache smaller than the live models turned c=16 p95
-    # from 14 to 418 ms at 100 tenants (every miss a reload: bench/serving_tenants.py)
+    # from 14-21 to 418-570 ms at 100 tenants (most requests a reload: bench/serving_tenants.py)
     serve_models_per_replica: int = 256
     serve_model_cache_mb: float | None = 1024.0
     # the key store callers' keys are checked in: one per Serve app, so one per cluster
