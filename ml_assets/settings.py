@@ -39,6 +39,13 @@ class Settings:
     # skipping the proxy -> replica hop (c=1 p50 8.8 -> 1.1 ms in one run, bench/serving.py)
     serve_direct_ingress: bool = True
     serve_direct_ports: tuple[int, int] = (30000, 31000)
+    # the Serve replica's loaded models, least recently used out beyond either bound: how many,
+    # and how many MB of them (torch parameters and buffers, boosters' serialized size; None:
+    # no memory bound). 256: a hundred tenants' Production and Staging versions; a churn MLP
+    # cost ~190 KB of replica memory, and a cache smaller than the live models turned c=16 p95
+    # from 14-21 to 418-570 ms at 100 tenants (most requests a reload: bench/serving_tenants.py)
+    serve_models_per_replica: int = 256
+    serve_model_cache_mb: float | None = 1024.0
     # the key store callers' keys are checked in: one per Serve app, so one per cluster
     api_keys_file: Path | None = None
     # alert receivers: the platform's Alertmanager and default webhook; tenants' own in a file
@@ -157,6 +164,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         feast_registry=env.get("ML_ASSETS_FEAST_REGISTRY") or None,
         serve_direct_ingress=env.get("ML_ASSETS_SERVE_DIRECT_INGRESS", "1") == "1",
         serve_direct_ports=_port_range(env.get("ML_ASSETS_SERVE_DIRECT_PORTS", "30000-31000")),
+        serve_models_per_replica=_positive_int(
+            "ML_ASSETS_SERVE_MODELS_PER_REPLICA",
+            env.get("ML_ASSETS_SERVE_MODELS_PER_REPLICA", "256")),
+        serve_model_cache_mb=_cache_mb(env.get("ML_ASSETS_SERVE_MODEL_CACHE_MB", "1024")),
         platform_db=env.get("ML_ASSETS_PLATFORM_DB") or None,
         log_retention_days=_retention_days(env.get("ML_ASSETS_LOG_RETENTION_DAYS", "30")),
         triton_url=env.get("ML_ASSETS_TRITON_URL", "http://127.0.0.1:8010").rstrip("/"),
@@ -172,6 +183,26 @@ def _retention_days(text: str) -> int:
     if days < 1:
         raise ValueError(f"ML_ASSETS_LOG_RETENTION_DAYS={text!r}: want whole days, at least 1")
     return days
+
+
+def _positive_int(variable: str, text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise ValueError(f"{variable}={text!r}: want a whole number, at least 1")
+    return value
+
+
+def _cache_mb(text: str) -> float | None:
+    if text.strip().lower() in ("", "none"):
+        return None
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = 0.0
+    if not 0 < mb < float("inf"):
+        raise ValueError(f"ML_ASSETS_SERVE_MODEL_CACHE_MB={text!r}: want megabytes above 0 "
+                         "(e.g. 1024), or 'none' for no memory bound")
+    return mb
 
 
 def _port_range(text: str) -> tuple[int, int]:

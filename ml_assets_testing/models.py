@@ -9,8 +9,10 @@ from ml_assets.tenants import Tenant
 UNTRAINED = "untrained"  # the data version of the runs below
 
 
-def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[str, list[str]]:
-    """{tenant: [model URI, ...]}: models logged by one run in each tenant's experiment."""
+def log_untrained_models(registry, tenants: list[str], count: int = 1, seed: int = 0,
+                         hidden: tuple[int, ...] = (4,)) -> dict[str, list[str]]:
+    """{tenant: [model URI, ...]}: models logged by one run in each tenant's experiment, the
+    i-th initialised with seed + i."""
     import mlflow
     import pandas as pd
     import torch
@@ -22,16 +24,19 @@ def log_untrained_models(registry, tenants: list[str], count: int = 1) -> dict[s
     mlflow.set_registry_uri(registry.tracking_uri)
     n = len(FEATURES)
     example = pd.DataFrame([[1.0] * n], columns=FEATURES)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
     uris: dict[str, list[str]] = {}
     for key in tenants:
         run_id = registry.start_run(Tenant(key), UNTRAINED, tags={"data_version": UNTRAINED})
         for i in range(count):
-            torch.manual_seed(i)
-            model = ChurnModel(ChurnMLP(n, [4], 0.0), torch.zeros(n), torch.zeros(n),
+            torch.manual_seed(seed + i)
+            model = ChurnModel(ChurnMLP(n, list(hidden), 0.0), torch.zeros(n), torch.zeros(n),
                                torch.ones(n))
             with mlflow.start_run(run_id=run_id):
+                # given, not inferred: inferring them loads the model in a subprocess (seconds)
                 info = mlflow_pytorch.log_model(model, name=f"model{i}", input_example=example,
-                                                serialization_format="pickle")
+                                                serialization_format="pickle",
+                                                pip_requirements=requirements)
             uris.setdefault(key, []).append(info.model_uri)
     return uris
 
@@ -64,3 +69,16 @@ def two_versions(mlflow, events, tenant: Tenant) -> tuple[str, str]:
         stages.transition(client, events, tenant, version, stages.STAGING, "test", "pytest")
     stages.transition(client, events, tenant, v1, stages.PRODUCTION, "test", "pytest")
     return v1, v2
+
+
+def production_version(registry, events, tenant: Tenant, seed: int = 0,
+                       hidden: tuple[int, ...] = (4,)) -> str:
+    """A real (untrained) registered version of the tenant, moved to Production."""
+    from ml_assets.registry import stages
+
+    uri = log_untrained_models(registry, [tenant.key], seed=seed, hidden=hidden)[tenant.key][0]
+    version = register(registry, tenant, uri)
+    client = registry.client()
+    for stage in (stages.STAGING, stages.PRODUCTION):
+        stages.transition(client, events, tenant, version, stage, "test", "pytest")
+    return version

@@ -62,7 +62,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                                         direct_port_max=settings.serve_direct_ports[1],
                                         api_keys_path=str(settings.api_keys_path),
                                         predict_rate_limit_per_minute=(
-                                            settings.predict_rate_limit_per_minute)),
+                                            settings.predict_rate_limit_per_minute),
+                                        models_per_replica=settings.serve_models_per_replica,
+                                        model_cache_mb=settings.serve_model_cache_mb),
         "alert_receivers": AlertReceivers(alertmanager_url=settings.alertmanager_url,
                                           webhook_url=settings.alert_webhook_url,
                                           receivers_file=str(settings.alert_receivers_path),

@@ -41,11 +41,16 @@ class ServeEndpoint(dg.ConfigurableResource):
     direct_port_max: int = 31000
     api_keys_path: str = ".ml_assets/api_keys.db"  # the key store callers' keys are checked in
     predict_rate_limit_per_minute: int = 600_000  # per key, per replica
+    models_per_replica: int = 256  # loaded models a replica keeps, least recently used out
+    model_cache_mb: float | None = 1024.0  # and their measured MB at most (None: unbounded)
 
     def replica_config(self) -> dict:
-        """What the Serve app's replica needs besides the stores: the keys it checks."""
+        """What the Serve app's replica needs besides the stores: the keys it checks, the bounds
+        of its model cache."""
         return {"keys_path": self.api_keys_path,
-                "rate_limit_per_minute": self.predict_rate_limit_per_minute}
+                "rate_limit_per_minute": self.predict_rate_limit_per_minute,
+                "models_per_replica": self.models_per_replica,
+                "model_cache_mb": self.model_cache_mb}
 
     def url(self, tenant: Tenant, port: int | None = None, staging: bool = False) -> str:
         """The predict URL of the tenant's use case (its pre-production route with `staging`)

@@ -2,8 +2,9 @@
 POST /v1/{tenant}/{use_case}/predict (the Production version) and
 /v1/{tenant}/{use_case}/staging/predict (the Staging version, pre-production).
 
-A tenant's use case costs a model load, not a replica: models of every family are multiplexed
-per (tenant, use case, version), the version is picked by the route of (tenant, use case)
+A tenant's use case costs a model load, not a replica: models of every family share the
+replica's model cache (least recently used out beyond a count and a size, model_cache.py), one
+per (tenant, use case, version); the version is picked by the route of (tenant, use case)
 (routing.py), never by the client, and so is the engine of its production route: this model
 in-process, or the tenant's own model on Triton. Requests are validated against the use case's
 declaration (its features, its entity key type). A caller needs a key of the tenant (`predict`
@@ -33,7 +34,8 @@ from ml_assets.access.rate_limit import RateLimiter
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
 from ml_assets.serving import prediction_log, triton
-from ml_assets.serving.models import Predictor, family_of, load_predictor
+from ml_assets.serving.model_cache import ModelCache
+from ml_assets.serving.models import Predictor, family_of, load_sized
 from ml_assets.serving.request import (
     KEYS,
     RequestError,
@@ -60,7 +62,6 @@ from ml_assets.tenants import Tenant
 from ml_assets.use_case import UseCase
 
 APP_NAME = "models"
-MODELS_PER_REPLICA = 32  # ~100 KB each: a replica holds every tenant's live versions
 TRITON_TIMEOUT_S = 10.0  # beyond it the request is a 504, logged; the SLA is 50 ms
 
 logger = logging.getLogger("ray.serve")
@@ -79,7 +80,9 @@ class ModelService:
     path."""
 
     async def __init__(self, feast: dict, object_store: dict, keys_path: str,
-                       rate_limit_per_minute: int, log_flush_s: float = 2.0) -> None:
+                       rate_limit_per_minute: int, log_flush_s: float = 2.0,
+                       models_per_replica: int = 256,
+                       model_cache_mb: float | None = None) -> None:
         self.feast = TenantFeatureStore(**feast)
         # the data layer moves to online stores per (tenant, use case); until it has, the
         # tenant's one store holds churn's features only
@@ -96,6 +99,9 @@ class ModelService:
         self.feature_stores: dict[tuple[str, str], Any] = {}
         self.log_buffer: dict[LogKey, prediction_log.LogBuffer] = {}
         self.load_lock = threading.Lock()
+        self.models = ModelCache(
+            self._load_model, models_per_replica,
+            None if model_cache_mb is None else int(model_cache_mb * 2**20))
         self.shadows: set[asyncio.Task] = set()  # kept referenced until they finish
         self.http = None  # the aiohttp session to Triton, made on the replica's loop
         await self._refresh_routes(timeout_s=0)
@@ -153,17 +159,19 @@ class ModelService:
                 tenant, None if use_case is None else self.use_cases[use_case])
         return found
 
-    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
-    async def get_model(self, model_id: str) -> Predictor:
-        """The model of "tenant/use_case/version", loaded once per replica (LRU beyond the
-        cap)."""
+    async def model_cache_stats(self) -> dict:
+        """The model cache's contents, bytes and counts, and this replica's resident memory."""
+        return {**self.models.stats(), "rss_bytes": _rss_bytes()}
+
+    async def _load_model(self, model_id: str) -> tuple[Predictor, int]:
+        """The model of "tenant/use_case/version" and its size (model_cache.ModelCache)."""
         tenant, use_case, version = model_id.split("/")
         route = self.routes[(tenant, use_case)]
         return await asyncio.to_thread(self._load_blocking, tenant, use_case, version,
                                        route.registry_uri)
 
     def _load_blocking(self, tenant: str, use_case: str, version: str,
-                       registry_uri: str) -> Predictor:
+                       registry_uri: str) -> tuple[Predictor, int]:
         """Load a Staging or Production version with verified lineage, with the loader of the
         family its `model_type` tag names; never a None or Archived one, nor one made from
         another tenant's run."""
@@ -186,7 +194,7 @@ class ModelService:
         with self.load_lock:
             mlflow.set_tracking_uri(registry_uri)
             mlflow.set_registry_uri(registry_uri)
-            return load_predictor(f"models:/{owner.registered_model_name}/{version}", family)
+            return load_sized(f"models:/{owner.registered_model_name}/{version}", family)
 
     def _online_rows(self, tenant: str, use_case: UseCase, keys: list) -> list[list[float]]:
         columns = self._online_columns(tenant, use_case, keys)
@@ -297,7 +305,7 @@ class ModelService:
 
     async def _model(self, tenant: str, use_case: str, version: str) -> Predictor:
         try:
-            return await self.get_model(f"{tenant}/{use_case}/{version}")
+            return await self.models.get(f"{tenant}/{use_case}/{version}")
         except Exception as exc:  # noqa: BLE001 - this tenant's model only; others serve
             logger.exception("model %s/%s/%s failed to load", tenant, use_case, version)
             # a refusal (stage, lineage, family) says why; anything else only what kind
@@ -341,3 +349,14 @@ class ModelService:
         self._buffer(tenant, use_case).add(version, route, status,
                                            (time.perf_counter() - started) * 1000, keys, matrix,
                                            predictions)
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux), None elsewhere."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None

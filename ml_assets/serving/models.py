@@ -34,6 +34,12 @@ def family_of(tags: dict[str, str] | None) -> str:
 
 def load_predictor(model_uri: str, family: str) -> Predictor:
     """The model at model_uri (through its MLflow flavor) as rows[n, F] float32 -> [n]."""
+    return load_sized(model_uri, family)[0]
+
+
+def load_sized(model_uri: str, family: str) -> tuple[Predictor, int]:
+    """load_predictor's predictor and the model's size in bytes: a torch model's parameters
+    and buffers, a booster's serialized form (what the Serve replica's cache bounds)."""
     from ml_assets.training.predictor import booster_predictor, torch_predictor
 
     if family not in FAMILIES:
@@ -41,7 +47,8 @@ def load_predictor(model_uri: str, family: str) -> Predictor:
     if family == "torch_mlp":
         import mlflow.pytorch
 
-        return torch_predictor(mlflow.pytorch.load_model(model_uri, map_location="cpu"))
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        return torch_predictor(model), torch_bytes(model)
     if family == "xgboost":
         import mlflow.xgboost
 
@@ -51,8 +58,25 @@ def load_predictor(model_uri: str, family: str) -> Predictor:
 
         model = mlflow.lightgbm.load_model(model_uri)
     if hasattr(model, "predict_proba") or not hasattr(model, "save_model"):
-        return _sklearn(model)  # a scikit-learn wrapper, not a Booster
-    return booster_predictor(family, model)
+        return _sklearn(model), booster_bytes(model)  # a scikit-learn wrapper
+    return booster_predictor(family, model), booster_bytes(model)
+
+
+def torch_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def booster_bytes(model: Any) -> int:
+    """Bytes of an XGBoost or LightGBM booster (or its scikit-learn wrapper), serialized."""
+    booster = getattr(model, "booster_", None)  # lightgbm's scikit-learn wrapper
+    booster = model if booster is None else booster
+    if hasattr(booster, "get_booster"):
+        booster = booster.get_booster()
+    if hasattr(booster, "save_raw"):  # xgboost
+        return len(booster.save_raw("ubj"))
+    return len(booster.model_to_string())  # lightgbm
 
 
 def _sklearn(model: Any) -> Predictor:

@@ -1,5 +1,5 @@
 """load_predictor: every family, logged to the MLflow server through its flavor and loaded back,
-answers what the in-memory model answers."""
+answers what the in-memory model answers; load_sized measures it as the model cache does."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ml_assets.serving.models import (
     UnknownFamilyError,
     family_of,
     load_predictor,
+    load_sized,
 )
 
 FEATURES = 6
@@ -57,6 +58,7 @@ def test_xgboost_booster_parity(tracking, task):
     rows = rows_to_score()
     expected = booster.predict(xgboost.DMatrix(rows, feature_names=names))
     got = load_predictor(info.model_uri, "xgboost")(rows)
+    assert load_sized(info.model_uri, "xgboost")[1] == len(booster.save_raw("ubj"))
     assert got.shape == (100,)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     if task == "binary":
@@ -81,6 +83,7 @@ def test_lightgbm_booster_parity(tracking, task):
     rows = rows_to_score()
     expected = booster.predict(rows)
     got = load_predictor(info.model_uri, "lightgbm")(rows)
+    assert load_sized(info.model_uri, "lightgbm")[1] == len(booster.model_to_string())
     assert got.shape == (100,)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     if task == "binary":
@@ -104,6 +107,8 @@ def test_torch_parity(tracking):
     with torch.no_grad():
         expected = model(torch.from_numpy(rows)).numpy()
     got = load_predictor(info.model_uri, "torch_mlp")(rows)
+    parameters = (FEATURES * 4 + 4 + 4 + 1) * 4  # two Linear layers' float32 weights and biases
+    assert load_sized(info.model_uri, "torch_mlp")[1] == parameters
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 

@@ -80,6 +80,16 @@ def wait_until_routed(url: str, token: str, expected: set[str], row: dict,
         time.sleep(0.1)
 
 
+def start_serve(serve_endpoint: ServeEndpoint) -> None:
+    """Start Serve on the connected cluster, with the endpoint's proxy and controller env,
+    unless it runs."""
+    from ray import serve
+
+    env = serve_endpoint.controller_env()  # applies when this call starts the controller
+    serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port},
+                controller_options={"runtime_env": {"env_vars": env}} if env else None)
+
+
 def ensure_app(feast: FeastStore, object_store: ObjectStore,
                serve_endpoint: ServeEndpoint) -> None:
     """Start the one multi-tenant Serve application unless it runs: tenants share it."""
@@ -88,9 +98,7 @@ def ensure_app(feast: FeastStore, object_store: ObjectStore,
     from ml_assets.serving.app import APP_NAME, ModelService
     from ml_assets.serving.request import ROUTE_PREFIX
 
-    env = serve_endpoint.controller_env()  # applies when this call starts the controller
-    serve.start(http_options={"host": serve_endpoint.host, "port": serve_endpoint.port},
-                controller_options={"runtime_env": {"env_vars": env}} if env else None)
+    start_serve(serve_endpoint)
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status != "RUNNING":
         # plain config: resources carry runtime state (locks) that does not pickle
