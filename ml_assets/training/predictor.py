@@ -12,9 +12,9 @@ import numpy as np
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def _checked(x: Any, n_features: int) -> np.ndarray:
+def _checked(x: Any, n_features: int | None) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != n_features:
+    if x.ndim != 2 or (n_features is not None and x.shape[1] != n_features):
         raise ValueError(f"expected rows of {n_features} features, an array [n, "
                          f"{n_features}]; got shape {x.shape}")
     return x
@@ -38,10 +38,12 @@ def torch_predictor(model: Any) -> Predictor:
     import torch
 
     model = model.eval()
-    n_features = int(model.mean.shape[0])
+    mean = getattr(model, "mean", None)  # a ChurnModel knows its width; any other module
+    n_features = None if mean is None else int(mean.shape[0])
 
     def predict(x: np.ndarray) -> np.ndarray:
+        rows = _checked(x, n_features)
         with torch.no_grad():
-            return model(torch.from_numpy(_checked(x, n_features))).numpy().astype(np.float64)
+            return model(torch.from_numpy(rows)).numpy().astype(np.float64).reshape(len(rows))
 
     return predict

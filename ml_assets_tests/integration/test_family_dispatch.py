@@ -57,7 +57,7 @@ def test_torch_regression_logs_every_n_steps_and_each_epoch(store, mlflow_server
     logged = load_predictor(trained.model_uri, "torch_mlp")(x)
     np.testing.assert_allclose(logged, trained.predict(x), rtol=1e-5)
     assert logged.max() > 5  # values on the target's scale, not squashed into (0, 1)
-    assert registry.client().get_run(run_id).data.tags["model_type"] == "pytorch-mlp"
+    assert registry.client().get_run(run_id).data.tags["model_type"] == "torch_mlp"
 
 
 def test_trained_model_trains_the_family_the_run_config_asks_for(resources, settings, store,

@@ -33,8 +33,11 @@ def tracking(mlflow_server):
 
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_registry_uri(mlflow_server)
-    mlflow.set_experiment("serving-models")
-    return mlflow_server
+    # an experiment passed to each run, not set as the process's active one: that would leak
+    # into later tests' runs of other experiments
+    client = mlflow.MlflowClient(mlflow_server)
+    found = client.get_experiment_by_name("serving-models")
+    return found.experiment_id if found else client.create_experiment("serving-models")
 
 
 def rows_to_score() -> np.ndarray:
@@ -52,7 +55,7 @@ def test_xgboost_booster_parity(tracking, task):
     names = [f"f{i}" for i in range(FEATURES)]  # a booster with names: the loader passes them
     booster = xgboost.train({"objective": objective, "max_depth": 3},
                             xgboost.DMatrix(x, y, feature_names=names), num_boost_round=20)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=tracking):
         info = mlflow.xgboost.log_model(booster, name="model",
                                         pip_requirements=["xgboost-cpu==3.2.0"])
     rows = rows_to_score()
@@ -77,7 +80,7 @@ def test_lightgbm_booster_parity(tracking, task):
     booster = lightgbm.train({"objective": task, "num_leaves": 7, "verbose": -1,
                               "min_data_in_leaf": 5}, lightgbm.Dataset(x, y),
                              num_boost_round=20)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=tracking):
         info = mlflow.lightgbm.log_model(booster, name="model",
                                          pip_requirements=["lightgbm==4.7.0"])
     rows = rows_to_score()
@@ -101,7 +104,7 @@ def test_torch_parity(tracking):
     model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 4), torch.nn.ReLU(),
                                 torch.nn.Linear(4, 1), torch.nn.Sigmoid(),
                                 torch.nn.Flatten(0)).eval()
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=tracking):
         info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
     rows = np.nan_to_num(rows_to_score())
     with torch.no_grad():
