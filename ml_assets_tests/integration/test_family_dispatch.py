@@ -7,9 +7,6 @@ import pandas as pd
 import pytest
 
 from ml_assets.data import churn_data
-from ml_assets.defs.features.assets import training_features
-from ml_assets.defs.training.assets import trained_model
-from ml_assets.defs.training.search_assets import hyperparameter_search
 from ml_assets.monitoring.statistics import PROFILE_ARTIFACT
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.schema import FEATURES
@@ -17,7 +14,11 @@ from ml_assets.serving.models import load_predictor
 from ml_assets.tenants import Tenant
 from ml_assets.training.config import experiment_config_for
 from ml_assets.training.families import CheckpointStorage, Tracking, train
+from ml_assets_testing.chain import chain
 from ml_assets_testing.servers import s3_store
+
+training_features, hyperparameter_search, trained_model = (chain().asset(name) for name in (
+    "training_features", "hyperparameter_search", "trained_model"))
 
 BUCKET = "ml-assets-families"
 
@@ -73,7 +74,7 @@ def test_trained_model_trains_the_family_the_run_config_asks_for(resources, sett
             return dg.materialize(
                 [training_features, hyperparameter_search, trained_model], partition_key=tenant,
                 instance=instance, resources=used, raise_on_error=False,
-                run_config={"ops": {"trained_model": {"config": config}}})
+                run_config={"ops": {"churn__trained_model": {"config": config}}})
 
     experiment = resources["mlflow"].experiment_id(Tenant(tenant))
     refused = materialize({"family": "xgboost", "epochs": 3})  # a torch field
@@ -86,7 +87,7 @@ def test_trained_model_trains_the_family_the_run_config_asks_for(resources, sett
                           "checkpoint_every_rounds": 3, "num_workers": 1,
                           "cpus_per_worker": 1})
     assert result.success
-    trained = result.output_for_node("trained_model")
+    trained = result.output_for_node("churn__trained_model")
     assert trained["family"] == "xgboost"
     run = client.get_run(trained["run_id"])
     assert run.info.status == "FINISHED"
