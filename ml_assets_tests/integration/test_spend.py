@@ -48,6 +48,7 @@ def spend(instance, resources, settings, ray_cluster) -> dict:
     made = {event.asset_key.path[-1]: result.output_for_node(event.step_key)
             for event in result.get_asset_materialization_events()}
     made["checks"] = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    made["log"] = [entry.user_message for entry in instance.all_logs(result.run_id)]
     return made
 
 
@@ -70,6 +71,10 @@ def test_the_whole_chain_runs_for_the_regression_use_case(spend, settings):
     # per boosting round, in MLflow's charts
     history = client.get_metric_history(spend["trained_model"]["run_id"], "val_rmse")
     assert sorted(point.step for point in history) == list(range(ROUNDS))
+    # and streamed into the Dagster run log as they were written
+    rounds = [line for line in spend["log"] if line.startswith("round ")]
+    assert rounds[-1].startswith(f"round {ROUNDS}/{ROUNDS} train_rmse=")
+    assert len(rounds) == ROUNDS
 
 
 def test_the_endpoint_serves_string_keys_and_rows_like_the_logged_model(spend, settings,

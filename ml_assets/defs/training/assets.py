@@ -84,19 +84,28 @@ def _unfinished_run(mlflow: MlflowRegistry, tenant: Tenant,
 
 
 EPOCH_METRICS = ["train_loss", "val_loss", "val_accuracy", "val_f1", "val_roc_auc"]
+# what each boosting round logs (ml_assets/training/boosting.py), per task
+ROUND_METRICS = {"binary_classification": ["train_logloss", "val_logloss", "val_auc"],
+                 "regression": ["train_rmse", "val_rmse"]}
+
+
+def progress_lines(mlflow: MlflowRegistry, run_id: str, keys: list[str], unit: str,
+                   total: int) -> list[str]:
+    """One line per epoch (or boosting round) from the MLflow run's history: complete even
+    when the run resumed in a new process after the driver died (the Ray result only holds
+    the last attempt)."""
+    by_step: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for point in mlflow.metric_history(run_id, key):
+            by_step.setdefault(point.step, {})[key] = point.value
+    return [f"{unit} {step + 1}/{total} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(
+            values.items(), key=lambda kv: keys.index(kv[0])))
+            for step, values in sorted(by_step.items())
+            if len(values) == len(keys)]  # a step being written is not done
 
 
 def epoch_lines(mlflow: MlflowRegistry, run_id: str, epochs: int) -> list[str]:
-    """One line per epoch from the MLflow run's history: complete even when the run resumed
-    in a new process after the driver died (the Ray result only holds the last attempt)."""
-    by_step: dict[int, dict[str, float]] = {}
-    for key in EPOCH_METRICS:
-        for point in mlflow.metric_history(run_id, key):
-            by_step.setdefault(point.step, {})[key] = point.value
-    return [f"epoch {step + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(
-            values.items(), key=lambda kv: EPOCH_METRICS.index(kv[0])))
-            for step, values in sorted(by_step.items())
-            if len(values) == len(EPOCH_METRICS)]  # an epoch being written is not done
+    return progress_lines(mlflow, run_id, EPOCH_METRICS, "epoch", epochs)
 
 
 def _latest_checkpoint(object_store: ObjectStore, tenant: Tenant, run_name: str) -> str | None:
@@ -221,12 +230,16 @@ def _trained_boosting(context: dg.AssetExecutionContext, config, training_featur
     from ml_assets.training.families import CheckpointStorage, Tracking, train
 
     case = use_case_of(context)
-    trained = train(config, training_features, features=case.features, label=case.label.column,
-                    task=case.label.task,
-                    storage=CheckpointStorage(object_store.path(tenant, "checkpoints"),
-                                              object_store.filesystem()),
-                    tracking=Tracking(mlflow.tracking_uri, run_id), run_name=run_name,
-                    resume_from=resume_from)
+    keys = ROUND_METRICS[case.label.task]
+    # each round's metrics in the run log as the worker logs them to MLflow
+    with streamed_lines(lambda: progress_lines(mlflow, run_id, keys, "round",
+                                               config.num_boost_round), context.log.info):
+        trained = train(config, training_features, features=case.features,
+                        label=case.label.column, task=case.label.task,
+                        storage=CheckpointStorage(object_store.path(tenant, "checkpoints"),
+                                                  object_store.filesystem()),
+                        tracking=Tracking(mlflow.tracking_uri, run_id), run_name=run_name,
+                        resume_from=resume_from)
     resumed = int(trained.result.metrics.get("resumed_at_round", 0))
     if resumed:
         context.log.info(f"restored from checkpoint round_{resumed:05d} and continued")
