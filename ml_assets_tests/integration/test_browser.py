@@ -81,7 +81,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _graphql(url, "mutation { setNuxSeen }")  # the community sign-up dialog of a new instance
         monitoring = subprocess.run(
             [venv_bin("dagster"), "asset", "materialize", "-m", "ml_assets.definitions",
-             "--select", "model_monitoring", "--partition", TENANT],
+             "--select", "churn/model_monitoring", "--partition", TENANT],
             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert monitoring.returncode == 0, monitoring.stderr[-3000:]
         yield url
@@ -127,9 +127,10 @@ def test_asset_graph_shows_every_asset_in_its_group(page):
     for group, assets in ASSETS_BY_GROUP.items():
         page.get_by_text(group, exact=True).filter(visible=True).first.wait_for()
         for asset in assets:
-            # zoomed out, a node shortens a long name in the middle: hyperparam…_search
-            label = re.compile(rf"^({re.escape(asset)}|{re.escape(asset[:6])}\S*…\S*"
-                               rf"{re.escape(asset[-6:])})$")
+            # zoomed out, a node shortens a long name in the middle: hyperparam…_search; the
+            # use case's prefix (churn/) may show
+            label = re.compile(rf"^(churn/)?({re.escape(asset)}|{re.escape(asset[:6])}\S*…"
+                               rf"\S*{re.escape(asset[-6:])})$")
             node = page.get_by_text(label).filter(visible=True).first
             node.wait_for()
             boxes.append(node.bounding_box())
@@ -148,7 +149,7 @@ def evaluated_run(page) -> str:
     Returns the run id."""
     _asset_graph(page)
     page.locator(".CodeMirror").first.click()
-    page.keyboard.type("+key:evaluation_report")
+    page.keyboard.type("+key:churn/evaluation_report")
     page.keyboard.press("Enter")
     page.get_by_role("button", name=re.compile(r"Materialize all")).first.click()
     page.get_by_text("Select a partition or create one").click()
@@ -159,7 +160,7 @@ def evaluated_run(page) -> str:
     page.get_by_role("button", name="Add config").click()
     page.locator(".CodeMirror").last.click()
     page.keyboard.insert_text(
-        f"ops: {{trained_model: {{config: {{epochs: {EPOCHS}, num_workers: 1}}}}}}")
+        f"ops: {{churn__trained_model: {{config: {{epochs: {EPOCHS}, num_workers: 1}}}}}}")
     page.get_by_role("button", name="Save config").click()
     page.get_by_role("button", name="Launch 1 run").click()
     page.locator("a[href^='/runs/']", has_text="View").click()  # the "Launched run" toast
@@ -178,7 +179,7 @@ def test_run_log_shows_each_epoch_as_it_finishes(page, evaluated_run):
 
 
 def test_evaluation_report_page_shows_plot_table_and_mlflow_link(page, evaluated_run):
-    page.goto(f"/assets/evaluation_report?partition={TENANT}")
+    page.goto(f"/assets/churn/evaluation_report?partition={TENANT}")
     _assert_mlflow_run_link(page)
     page.get_by_text("holdout_roc_auc", exact=True).wait_for()  # numeric: Dagster plots it
     report = page.get_by_role("row").filter(has_text="report").first
@@ -204,13 +205,13 @@ def _assert_mlflow_run_link(page) -> None:
 
 
 def test_trained_model_page_links_its_mlflow_run(page, evaluated_run):
-    page.goto(f"/assets/trained_model?partition={TENANT}")
+    page.goto(f"/assets/churn/trained_model?partition={TENANT}")
     _assert_mlflow_run_link(page)
     page.get_by_text("val_roc_auc", exact=True).wait_for()
 
 
 def test_checks_tab_lists_monitoring_checks_with_their_last_result(page):
-    page.goto("/assets/model_monitoring?view=checks")
+    page.goto("/assets/churn/model_monitoring?view=checks")
     page.get_by_text(f"Checks ({len(MONITORING_CHECKS)})").wait_for()
     for check in MONITORING_CHECKS:
         page.get_by_placeholder("Filter checks").fill(check)

@@ -23,4 +23,4 @@ def test_each_registered_version_has_the_profile_of_its_train_rows(graph, resour
     prediction = profile["prediction"]
     assert prediction["count"] == len(train) and 0 < prediction["mean"] < 1
     assert np.all(np.diff(prediction["sample"]) >= 0)
-    assert monitoring.validate_profile(profile) is profile
+    assert monitoring.validate_profile(profile, FEATURES) is profile

@@ -639,8 +639,8 @@ def test_string_keys_are_validated_by_the_use_cases_declaration(predict, served,
     url = served[PLAIN.key]["url"].replace(f"/{CHURN}/", f"/{name}/")
     status, _, body = predict(url, {"keys": ["acct-1"]})
     assert status == 404 and f"no deployed endpoint for use case {name!r}" in body["error"]
-    set_route(PLAIN, Route(registry_uri=resources["mlflow"].tracking_uri, primary="999"),
-              use_case=name)
+    set_route(Tenant(PLAIN.key, name),
+              Route(registry_uri=resources["mlflow"].tracking_uri, primary="999"))
     try:
         deadline = time.monotonic() + 10
         while predict(url, {"keys": [""]})[0] == 404 and time.monotonic() < deadline:

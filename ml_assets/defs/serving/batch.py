@@ -10,11 +10,12 @@ from ml_assets import names
 from ml_assets.defs.features.assets import TIMESTAMP
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key, tenant_of, use_case_of
-from ml_assets.registry import actions
+from ml_assets.registry import actions, stages
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
+from ml_assets.serving.models import family_of
 from ml_assets.tenants import Tenant
 from ml_assets.use_case import UseCase, load
 
@@ -28,7 +29,8 @@ class BatchConfig(dg.Config):
 class Scorer:
     """A Ray Data actor: loads the model once, scores pandas batches."""
 
-    def __init__(self, tenant: str, use_case: str, version: str, tracking_uri: str) -> None:
+    def __init__(self, tenant: str, use_case: str, version: str, family: str,
+                 tracking_uri: str) -> None:
         import mlflow
 
         from ml_assets.serving.models import load_predictor
@@ -36,7 +38,7 @@ class Scorer:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         uri = f"models:/{Tenant(tenant, use_case).registered_model_name}/{version}"
-        self.predict, self.version = load_predictor(uri), version
+        self.predict, self.version = load_predictor(uri, family), version
         self.features = load(use_case).features
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -72,7 +74,9 @@ def batch_predictions(
     """The prediction for every entity of the tenant, from its latest features, scored by the
     Production version with Ray Data `map_batches`; parquet in the tenant's object store."""
     tenant, use_case = tenant_of(context), use_case_of(context)
-    version = actions.production_version(mlflow.client(), tenant)
+    client = mlflow.client()
+    version = actions.production_version(client, tenant)
+    family = family_of(stages.model_version(client, tenant, version).tags)
     object_store.check()
     features = latest_features(feast, tenant, use_case)
 
@@ -82,7 +86,7 @@ def batch_predictions(
     scored = ray_lib.data.from_pandas(features).map_batches(
         Scorer, batch_size=config.batch_size, batch_format="pandas", concurrency=1,
         fn_constructor_kwargs={"tenant": tenant.key, "use_case": use_case.name,
-                               "version": version,
+                               "version": version, "family": family,
                                "tracking_uri": mlflow.tracking_uri},
     ).materialize()
     path = f"batch_predictions/{use_case.name}/{context.run_id or uuid.uuid4().hex}"

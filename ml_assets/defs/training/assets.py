@@ -19,19 +19,6 @@ from ml_assets.training.config import FAULT_FIELDS, ExperimentConfig, TrainingRe
 from ml_assets.training.progress import streamed_lines
 from ml_assets.use_case import UseCase
 
-MODEL_ARTIFACT = "model"
-# What loading the logged model imports (ml-assets holds ChurnModel): the packages MLflow would
-# infer by loading the model in a subprocess, ~3 s of CPU per training on 2 cores
-MODEL_PACKAGES = ["ml-assets", "mlflow", "torch", "cloudpickle", "numpy", "pandas"]
-
-
-def model_requirements() -> list[str]:
-    """The logged model's pip requirements: MODEL_PACKAGES pinned to the installed versions."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in MODEL_PACKAGES]
-
-
 def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: ExperimentConfig,
                example: pd.DataFrame, train_rows: pd.DataFrame, task: str) -> str:
     """Log the served model (preprocessing inside) with signature and input example, and the
@@ -41,7 +28,7 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
     from mlflow import pytorch as mlflow_pytorch
     from mlflow.models import infer_signature
 
-    from ml_assets.training.families import torch_model
+    from ml_assets.training.families import MODEL_ARTIFACT, model_requirements, torch_model
 
     model = torch_model(state, data, config, task)
     with torch.no_grad():
@@ -54,7 +41,7 @@ def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: E
             name=MODEL_ARTIFACT,
             signature=infer_signature(example, output),
             input_example=example,
-            pip_requirements=model_requirements(),
+            pip_requirements=model_requirements("torch_mlp"),
             # pt2 (MLflow 3's default) needs tensor examples and fixes shapes; pickle keeps the
             # named-column signature. ml_assets is installed wherever the model is loaded.
             serialization_format="pickle",
