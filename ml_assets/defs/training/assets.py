@@ -19,6 +19,7 @@ from ml_assets.training.config import FAULT_FIELDS, ExperimentConfig, TrainingRe
 from ml_assets.training.progress import streamed_lines
 from ml_assets.use_case import UseCase
 
+
 def _log_model(mlflow: MlflowRegistry, run_id: str, state: dict, data, config: ExperimentConfig,
                example: pd.DataFrame, train_rows: pd.DataFrame, task: str) -> str:
     """Log the served model (preprocessing inside) with signature and input example, and the
