@@ -182,14 +182,16 @@ def evaluation_report(
                  "improvement": improvement, "passed": passed},
     }
     markdown = _markdown(candidate, baseline, baseline_name)
-    plot, plot_name = ((_report_png, "roc_and_calibration") if use_case.binary
-                       else (_regression_png, "predicted_vs_actual"))
+    # (function, metadata key, alt text, artifact) of the task's plots
+    plot, plot_name, alt, artifact = (
+        (_report_png, "roc_and_calibration", "holdout ROC and calibration", "roc.png")
+        if use_case.binary else (_regression_png, "predicted_vs_actual",
+                                 "holdout predicted vs actual", "predicted_vs_actual.png"))
     png = plot(y, {"candidate": p_candidate, baseline_name: p_baseline})
     client = mlflow.client()
     client.log_text(run_id, json.dumps(report, indent=2), "evaluation/report.json")
     client.log_text(run_id, markdown + "\n", "evaluation/report.md")
-    client.log_image(run_id, _png_image(png),
-                     "evaluation/roc.png" if use_case.binary else f"evaluation/{plot_name}.png")
+    client.log_image(run_id, _png_image(png), f"evaluation/{artifact}")
     for metric_name, value in candidate.items():
         client.log_metric(run_id, f"holdout_{metric_name}", value)
 
@@ -201,7 +203,7 @@ def evaluation_report(
             **{f"holdout_{k}": dg.MetadataValue.float(v) for k, v in candidate.items()},
             **{f"baseline_{k}": dg.MetadataValue.float(v) for k, v in baseline.items()},
             "report": dg.MetadataValue.md(markdown),
-            plot_name: png_markdown(png, f"holdout {plot_name}"),
+            plot_name: png_markdown(png, alt),
             **mlflow.run_links(tenant, run_id),
         },
     )
