@@ -145,3 +145,12 @@ def test_an_xgboost_field_given_to_lightgbm_fails_before_any_run(instance, resou
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "min_child_weight" in failure.step_failure_data.error.to_string()
     assert len(client.search_runs([experiment.experiment_id])) == before
+
+
+def test_triton_refuses_a_boosted_tree_version_naming_its_family(spend, instance, resources):
+    result = dg.materialize([chain("spend").asset(names.TRITON_MODEL_REPOSITORY)],
+                            instance=instance, resources=resources, partition_key=TENANT.key,
+                            raise_on_error=False)
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert "Triton serves torch_mlp versions" in error and "is xgboost" in error

@@ -12,6 +12,19 @@ from ml_assets.serving.triton import INPUT, MAX_BATCH, OUTPUT, export_onnx
 from ml_assets.use_case import UseCase
 
 
+def exportable_or_raise(client, tenant, version: str) -> None:
+    """Triton gets a version as ONNX exported from torch: a boosted-tree version is refused,
+    naming its family, before anything is exported or loaded."""
+    from ml_assets.registry import stages
+    from ml_assets.serving.models import family_of
+
+    family = family_of(stages.model_version(client, tenant, version).tags)
+    if family != "torch_mlp":
+        raise stages.StageTransitionError(
+            f"Triton serves torch_mlp versions (as ONNX); version {version} of "
+            f"{tenant.registered_model_name} is {family}: its route stays on the Serve replica")
+
+
 def triton_config(model_name: str, features: int) -> str:
     """config.pbtxt: ONNX Runtime backend, dynamic batching; no instance_group, so Triton
     places it on the GPU when there is one and on the CPU otherwise."""
@@ -37,6 +50,7 @@ def triton_model_repository(
     tenant = tenant_of(context)
     features = len(use_case_of(context).features)
     version = production_version(mlflow.client(), tenant)
+    exportable_or_raise(mlflow.client(), tenant, version)
     object_store.check()
     model = mlflow_pytorch.load_model(f"models:/{tenant.registered_model_name}/{version}").eval()
     name = tenant.registered_model_name

@@ -19,6 +19,7 @@ from ml_assets.defs.serving.assets import (
     servable,
     wait_until_routed,
 )
+from ml_assets.defs.serving.triton import exportable_or_raise
 from ml_assets.events import EventType
 from ml_assets.registry import stages
 from ml_assets.resources.events import LifecycleEvents
@@ -112,6 +113,7 @@ def triton_endpoint(
         return dg.Output({"url": url, "version": production, "engine": RAY},
                          metadata=metadata)
 
+    exportable_or_raise(mlflow.client(), tenant, production)
     model = mlflow_pytorch.load_model(uri).eval()
     latencies = []
     with temporary_token(Path(serve_endpoint.api_keys_path), tenant, Role.staging) as token:
