@@ -28,6 +28,14 @@ METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def known_metric(value: str | None) -> str | None:
+    """A metric of some task (or None), else a ValueError naming them all."""
+    known = [metric for metrics in METRICS.values() for metric in metrics]
+    if value is not None and value not in known:
+        raise ValueError(f"unknown metric {value!r}: one of {known}")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ml_assets import use_case
+from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.tenants import Tenant
 
 
@@ -18,6 +19,18 @@ def key(use_case_name: str, asset: str) -> dg.AssetKey:
 def inputs(use_case_name: str, *upstream: str) -> dict[str, dg.AssetIn]:
     """The `ins` of an asset whose parameters name upstream assets of the same use case."""
     return {name: dg.AssetIn(key=key(use_case_name, name)) for name in upstream}
+
+
+def use_case_asset(declared: use_case.UseCase, body, name: str, group: str, kinds: set[str],
+                   upstream: tuple[str, ...] = (), deps: tuple[str, ...] = (),
+                   **asset_args) -> dg.AssetsDefinition:
+    """`body` as the use case's asset `name`: keyed under the use case, partitioned by tenant,
+    its `upstream` assets as inputs and `deps` as dependencies (both of the same use case)."""
+    return dg.asset(
+        name=name, key_prefix=declared.name, partitions_def=tenant_partitions, group_name=group,
+        kinds=kinds, ins=inputs(declared.name, *upstream),
+        deps=[key(declared.name, dep) for dep in deps], **asset_args,
+    )(body)
 
 
 def _own_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dg.AssetKey:

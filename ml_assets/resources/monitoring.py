@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from ml_assets.tenants import Tenant, validated_keys
-from ml_assets.use_case import METRICS, load
+from ml_assets.use_case import known_metric, load
 
 
 class MonitoringThresholds(dg.Config):
@@ -28,13 +28,7 @@ class MonitoringThresholds(dg.Config):
         None, description="the metric realized_quality computes on labeled rows; default: the "
         "use case's gate metric")
 
-    @field_validator("quality_metric")
-    @classmethod
-    def _known_metric(cls, value: str | None) -> str | None:
-        known = [m for metrics in METRICS.values() for m in metrics]
-        if value is not None and value not in known:
-            raise ValueError(f"unknown quality_metric {value!r}: one of {known}")
-        return value
+    _known_metric = field_validator("quality_metric")(lambda cls, value: known_metric(value))
     max_quality_drop: float = Field(
         0.05, ge=0, description="how far the realized metric may fall below the version's "
         "holdout value")

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_assets.training.ray_training import BINARY, HEALTH_CHECK_INTERVAL_S, LABEL_COLUMN
+from ml_assets.training.ray_training import (
+    BINARY,
+    HEALTH_CHECK_INTERVAL_S,
+    LABEL_COLUMN,
+    run_config,
+)
 
 BOOSTER_FILES = {"xgboost": "model.ubj", "lightgbm": "model.txt"}
 CHECKPOINT_PREFIX = "round_"
@@ -271,11 +276,6 @@ def fit(
             num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            storage_filesystem=storage_filesystem,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-        ),
+        run_config=run_config(run_name, storage_path, storage_filesystem, max_failures),
     )
     return trainer.fit()

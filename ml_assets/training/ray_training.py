@@ -230,14 +230,22 @@ def fit(
             resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         datasets={"train": data.train, "validation": data.validation},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            storage_filesystem=storage_filesystem,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-        ),
+        run_config=run_config(run_name, storage_path, storage_filesystem, max_failures),
     )
     return trainer.fit()
+
+
+def run_config(run_name: str, storage_path: str, storage_filesystem: Any,
+               max_failures: int) -> Any:
+    """Where a fit checkpoints (the tenant's object-store prefix) and how often it restarts."""
+    import ray.train
+
+    return ray.train.RunConfig(
+        name=run_name,
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
+    )
 
 
 def load_state(checkpoint: Any) -> dict[str, Any]:

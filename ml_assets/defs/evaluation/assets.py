@@ -10,13 +10,12 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from ml_assets import names
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import inputs, key, tenant_of, use_case_of
+from ml_assets.defs.scope import key, tenant_of, use_case_asset, use_case_of
 from ml_assets.registry import stages
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.tenants import Tenant
 from ml_assets.training.metrics import LOWER_IS_BETTER, task_metrics
-from ml_assets.use_case import METRICS, UseCase
+from ml_assets.use_case import METRICS, UseCase, known_metric
 
 BEATS_BASELINE = names.BEATS_BASELINE
 
@@ -29,13 +28,7 @@ class EvaluationConfig(dg.Config):
                                + "; ".join(f"{t}: {', '.join(m)}" for t, m in METRICS.items()))
     margin: float | None = Field(None, ge=-1, le=1)
 
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str | None) -> str | None:
-        known = [m for metrics in METRICS.values() for m in metrics]
-        if value is not None and value not in known:
-            raise ValueError(f"unknown metric {value!r}: one of {known}")
-        return value
+    _known_metric = field_validator("metric")(lambda cls, value: known_metric(value))
 
     def gate(self, use_case: UseCase) -> tuple[str, float]:
         """(metric, margin), checked against the use case's task."""
@@ -232,18 +225,11 @@ def _png_image(png: bytes):
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.EVALUATION_REPORT,
-        key_prefix=use_case.name,
-        ins=inputs(use_case.name, names.TRAINING_FEATURES, names.TRAINED_MODEL),
-        partitions_def=tenant_partitions,
-        group_name="evaluation",
-        kinds={"mlflow", "pytorch"},
-        check_specs=[dg.AssetCheckSpec(
-            BEATS_BASELINE,
-            asset=key(use_case.name, names.EVALUATION_REPORT),
-            blocking=True,
-            description="The candidate beats the baseline (current Production, else a linear "
-            "reference) on the holdout by the gate's margin; blocks registration.",
-        )],
-    )(evaluation_report)]
+    gate = dg.AssetCheckSpec(
+        BEATS_BASELINE, asset=key(use_case.name, names.EVALUATION_REPORT), blocking=True,
+        description="The candidate beats the baseline (current Production, else a linear "
+        "reference) on the holdout by the gate's margin; blocks registration.")
+    return [use_case_asset(use_case, evaluation_report, names.EVALUATION_REPORT, "evaluation",
+                           {"mlflow", "pytorch"},
+                           upstream=(names.TRAINING_FEATURES, names.TRAINED_MODEL),
+                           check_specs=[gate])]

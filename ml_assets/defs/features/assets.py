@@ -8,7 +8,7 @@ from pydantic import Field
 from ml_assets import names
 from ml_assets.data.versions import content_hash
 from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of, use_case_of
+from ml_assets.defs.scope import key, tenant_of, use_case_asset, use_case_of
 from ml_assets.resources.feast import FeastStore
 from ml_assets.use_case import UseCase
 
@@ -103,11 +103,7 @@ def training_features(
 
 
 def build(use_case: UseCase) -> list:
-    return [*source_specs(use_case), dg.asset(
-        name=names.TRAINING_FEATURES,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="features",
-        kinds={"feast", "duckdb"},
-        deps=[spec.key for spec in source_specs(use_case)],
-    )(training_features)]
+    sources = [spec.key.path[-1] for spec in source_specs(use_case)]
+    return [*source_specs(use_case),
+            use_case_asset(use_case, training_features, names.TRAINING_FEATURES, "features",
+                           {"feast", "duckdb"}, deps=tuple(sources))]

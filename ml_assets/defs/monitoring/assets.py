@@ -11,7 +11,7 @@ from ml_assets import names
 from ml_assets.defs.monitoring import health
 from ml_assets.defs.monitoring.alerting import deliver_alerts
 from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of
+from ml_assets.defs.scope import key, tenant_of, use_case_asset
 from ml_assets.events import EventType
 from ml_assets.monitoring import check_history, drift_views, liveness, realized
 from ml_assets.monitoring import statistics as monitoring
@@ -235,13 +235,7 @@ def model_monitoring(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.MODEL_MONITORING,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="monitoring",
-        kinds={"numpy", "parquet", "kafka"},  # kafka: drift and quality alerts
-        # reads the log the endpoint writes, not its output
-        deps=[key(use_case.name, names.DEPLOYED_ENDPOINT)],
-        check_specs=check_specs(use_case),
-    )(model_monitoring)]
+    return [use_case_asset(use_case, model_monitoring, names.MODEL_MONITORING, "monitoring",
+                           {"numpy", "parquet", "kafka"},  # kafka: drift and quality alerts
+                           # reads the log the endpoint writes, not its output
+                           deps=(names.DEPLOYED_ENDPOINT,), check_specs=check_specs(use_case))]

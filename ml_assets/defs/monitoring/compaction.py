@@ -5,8 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from ml_assets import names
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of
+from ml_assets.defs.scope import tenant_of, use_case_asset
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.prediction_log import PredictionLogPolicy
 from ml_assets.serving import log_compaction
@@ -40,14 +39,9 @@ def prediction_log_compaction(context: dg.AssetExecutionContext, object_store: O
 
 
 def build(use_case: UseCase) -> list:
-    compaction = dg.asset(
-        name=names.PREDICTION_LOG_COMPACTION,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="monitoring",
-        kinds={"parquet"},
-        deps=[key(use_case.name, names.DEPLOYED_ENDPOINT)],  # compacts the log it writes
-    )(prediction_log_compaction)
+    compaction = use_case_asset(use_case, prediction_log_compaction,
+                                names.PREDICTION_LOG_COMPACTION, "monitoring", {"parquet"},
+                                deps=(names.DEPLOYED_ENDPOINT,))  # compacts the log it writes
 
     @dg.schedule(
         name=f"{use_case.name}_prediction_log_compaction_schedule",

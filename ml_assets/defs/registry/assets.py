@@ -5,8 +5,7 @@ import dagster as dg
 from pydantic import Field
 
 from ml_assets import __version__, names
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import inputs, tenant_of
+from ml_assets.defs.scope import tenant_of, use_case_asset
 from ml_assets.events import EventType
 from ml_assets.registry import actions, stages
 from ml_assets.resources.events import LifecycleEvents
@@ -87,13 +86,9 @@ def registered_model(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.REGISTERED_MODEL,
-        key_prefix=use_case.name,
-        ins=inputs(use_case.name, names.TRAINED_MODEL, names.EVALUATION_REPORT),
-        partitions_def=tenant_partitions,
-        group_name="registry",
-        kinds={"mlflow", "kafka"},  # kafka: MODEL_REGISTERED and stage events
+    return [use_case_asset(
+        use_case, registered_model, names.REGISTERED_MODEL, "registry",
+        {"mlflow", "kafka"},  # kafka: MODEL_REGISTERED and stage events
+        upstream=(names.TRAINED_MODEL, names.EVALUATION_REPORT),
         # the registry is a server: ride out a restart rather than fail the run
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
-    )(registered_model)]
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL))]

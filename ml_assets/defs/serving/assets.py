@@ -9,8 +9,7 @@ from pydantic import Field
 
 from ml_assets import names
 from ml_assets.access.keys import Role, temporary_token
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of, use_case_of
+from ml_assets.defs.scope import tenant_of, use_case_asset, use_case_of
 from ml_assets.events import EventType
 from ml_assets.registry import lineage, stages
 from ml_assets.resources.events import LifecycleEvents
@@ -236,12 +235,7 @@ def deployed_endpoint(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.DEPLOYED_ENDPOINT,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="serving",
-        kinds={"ray", "feast", "kafka"},  # kafka: MODEL_DEPLOYED
-        # reads the registry's state, not the last registration
-        deps=[key(use_case.name, names.REGISTERED_MODEL)],
-    )(deployed_endpoint)]
+    return [use_case_asset(use_case, deployed_endpoint, names.DEPLOYED_ENDPOINT, "serving",
+                           {"ray", "feast", "kafka"},  # kafka: MODEL_DEPLOYED
+                           # reads the registry's state, not the last registration
+                           deps=(names.REGISTERED_MODEL,))]

@@ -8,8 +8,7 @@ from pydantic import Field
 
 from ml_assets import names
 from ml_assets.defs.features.assets import TIMESTAMP
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of, use_case_of
+from ml_assets.defs.scope import tenant_of, use_case_asset, use_case_of
 from ml_assets.registry import actions, stages
 from ml_assets.resources.feast import FeastStore
 from ml_assets.resources.mlflow import MlflowRegistry
@@ -101,12 +100,6 @@ def batch_predictions(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.BATCH_PREDICTIONS,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="serving",
-        kinds={"ray", "parquet", "s3"},
-        # scores with the registry's Production version
-        deps=[key(use_case.name, names.REGISTERED_MODEL)],
-    )(batch_predictions)]
+    return [use_case_asset(use_case, batch_predictions, names.BATCH_PREDICTIONS, "serving",
+                           {"ray", "parquet", "s3"},
+                           deps=(names.REGISTERED_MODEL,))]  # scores its Production version

@@ -3,8 +3,7 @@
 import dagster as dg
 
 from ml_assets import names
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of, use_case_of
+from ml_assets.defs.scope import tenant_of, use_case_asset, use_case_of
 from ml_assets.registry.actions import production_version
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
@@ -68,11 +67,6 @@ def triton_model_repository(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.TRITON_MODEL_REPOSITORY,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="serving",
-        kinds={"pytorch", "onnx", "s3"},
-        deps=[key(use_case.name, names.REGISTERED_MODEL)],  # exports the Production version
-    )(triton_model_repository)]
+    return [use_case_asset(use_case, triton_model_repository, names.TRITON_MODEL_REPOSITORY,
+                           "serving", {"pytorch", "onnx", "s3"},
+                           deps=(names.REGISTERED_MODEL,))]  # exports its Production version

@@ -12,8 +12,7 @@ from pydantic import Field
 
 from ml_assets import names
 from ml_assets.access.keys import Role, temporary_token
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of, use_case_of
+from ml_assets.defs.scope import tenant_of, use_case_asset, use_case_of
 from ml_assets.defs.serving.assets import (
     direct_ingress_port,
     servable,
@@ -158,12 +157,7 @@ def triton_endpoint(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.TRITON_ENDPOINT,
-        key_prefix=use_case.name,
-        partitions_def=tenant_partitions,
-        group_name="serving",
-        kinds={"triton", "onnx", "kafka"},  # kafka: MODEL_DEPLOYED
-        # the tenant's route, which this switches to Triton
-        deps=[key(use_case.name, names.DEPLOYED_ENDPOINT)],
-    )(triton_endpoint)]
+    return [use_case_asset(use_case, triton_endpoint, names.TRITON_ENDPOINT, "serving",
+                           {"triton", "onnx", "kafka"},  # kafka: MODEL_DEPLOYED
+                           # the tenant's route, which this switches to Triton
+                           deps=(names.DEPLOYED_ENDPOINT,))]

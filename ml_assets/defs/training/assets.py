@@ -6,8 +6,7 @@ import pandas as pd
 
 from ml_assets import names
 from ml_assets.data.versions import content_hash
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import inputs, tenant_of, use_case_of
+from ml_assets.defs.scope import tenant_of, use_case_asset, use_case_of
 from ml_assets.events import EventType
 from ml_assets.monitoring.statistics import PROFILE_ARTIFACT, reference_profile
 from ml_assets.resources.events import LifecycleEvents
@@ -257,11 +256,6 @@ def _trained_boosting(context: dg.AssetExecutionContext, config, training_featur
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.TRAINED_MODEL,
-        key_prefix=use_case.name,
-        ins=inputs(use_case.name, names.TRAINING_FEATURES, names.HYPERPARAMETER_SEARCH),
-        partitions_def=tenant_partitions,
-        group_name="training",
-        kinds={"ray", "pytorch", "mlflow", "s3"},  # s3: per-epoch checkpoints
-    )(trained_model)]
+    return [use_case_asset(use_case, trained_model, names.TRAINED_MODEL, "training",
+                           {"ray", "pytorch", "mlflow", "s3"},  # s3: the checkpoints
+                           upstream=(names.TRAINING_FEATURES, names.HYPERPARAMETER_SEARCH))]

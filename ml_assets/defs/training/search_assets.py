@@ -5,8 +5,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from ml_assets import names
-from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import inputs, tenant_of, use_case_of
+from ml_assets.defs.scope import tenant_of, use_case_asset, use_case_of
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.ray import RayCluster
@@ -114,11 +113,6 @@ def hyperparameter_search(
 
 
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
-    return [dg.asset(
-        name=names.HYPERPARAMETER_SEARCH,
-        key_prefix=use_case.name,
-        ins=inputs(use_case.name, names.TRAINING_FEATURES),
-        partitions_def=tenant_partitions,
-        group_name="training",
-        kinds={"ray", "optuna", "mlflow"},
-    )(hyperparameter_search)]
+    return [use_case_asset(use_case, hyperparameter_search, names.HYPERPARAMETER_SEARCH,
+                           "training", {"ray", "optuna", "mlflow"},
+                           upstream=(names.TRAINING_FEATURES,))]
