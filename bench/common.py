@@ -2,7 +2,13 @@
 
 import json
 import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,3 +41,38 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if value < 1000 else f"{value:,.0f}"
     return "" if value is None else str(value)
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
+def timed_join(join: Callable[[Path, Path], object], raw: Path, out: Path, columns: list[str],
+               repeats: int) -> dict:
+    """In a child process whose libraries are imported: one untimed join (lazy backends, page
+    cache), then `repeats` timed ones, each in a fresh work folder; the last result's `columns`
+    written to `out` for the parent to compare."""
+    before = rss_bytes()  # the memory of the imported libraries: not the join's
+    with tempfile.TemporaryDirectory() as workdir:
+        join(raw, Path(workdir))
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as workdir:
+            started = time.perf_counter()
+            joined = join(raw, Path(workdir))
+            times.append(time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    joined[columns].to_parquet(out, index=False)
+    return {"seconds": min(times), "median_s": statistics.median(times),
+            "peak_rss_gb": peak / 2**30, "rss_growth_gb": (peak - before) / 2**30,
+            "rows": len(joined)}
+
+
+def in_child(module: str, path: str, raw: Path, out: Path, repeats: int) -> dict:
+    """`python -m module --one path ...` in its own process, so its peak RSS is its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--one", path, "--raw", str(raw), "--out", str(out),
+         "--repeats", str(repeats)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{path} join failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

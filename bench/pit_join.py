@@ -8,17 +8,12 @@ must equal the floor's row for row (same rows, same last-known values, same null
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from bench.common import report
+from bench.common import in_child, report, timed_join
 from ml_assets import use_case
 from ml_assets.schema import ENTITY, FEATURES, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 
@@ -98,10 +93,6 @@ JOINS = {"feast": feast_join, "feast_stock_duckdb": feast_stock_join,
          "duckdb_asof": duckdb_join, "pandas_merge_asof": pandas_join}
 
 
-def _rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
-
-
 def run_one(path: str, raw: Path, out: Path, repeats: int) -> dict:
     """In a child process: one untimed join (imports, lazy backends, page cache: feast's
     imports alone take 5-20 s), then `repeats` timed ones, each on a fresh Feast repo."""
@@ -111,29 +102,7 @@ def run_one(path: str, raw: Path, out: Path, repeats: int) -> dict:
         import ml_assets.resources.feast  # noqa: F401
     else:
         import duckdb  # noqa: F401
-    before = _rss_bytes()  # the memory of the imported libraries: not the join's
-    with tempfile.TemporaryDirectory() as workdir:
-        join(raw, Path(workdir))
-    times = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as workdir:
-            started = time.perf_counter()
-            joined = join(raw, Path(workdir))
-            times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    joined[[ENTITY, TIMESTAMP, LABEL, *FEATURES]].to_parquet(out, index=False)
-    return {"seconds": min(times), "median_s": statistics.median(times),
-            "peak_rss_gb": peak / 2**30, "rss_growth_gb": (peak - before) / 2**30,
-            "rows": len(joined)}
-
-
-def in_child(path: str, raw: Path, out: Path, repeats: int) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.pit_join", "--one", path, "--raw", str(raw),
-         "--out", str(out), "--repeats", str(repeats)], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{path} join failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return timed_join(join, raw, out, [ENTITY, TIMESTAMP, LABEL, *FEATURES], repeats)
 
 
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:
@@ -178,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
             raw = write_data(Path(tmp) / "raw", args.customers, n)
             activity = raw / TENANT / "churn" / "customer_activity.parquet"
             activity_rows = len(pd.read_parquet(activity, columns=[ENTITY]))
-            results = {p: in_child(p, raw, Path(tmp) / f"{p}.parquet", args.repeats)
-                       for p in PATHS}
+            results = {p: in_child("bench.pit_join", p, raw, Path(tmp) / f"{p}.parquet",
+                                   args.repeats) for p in PATHS}
             floor = pd.read_parquet(Path(tmp) / "duckdb_asof.parquet")
             for path in PATHS:
                 result = results[path]

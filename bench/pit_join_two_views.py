@@ -9,17 +9,12 @@ row (same rows, same last-known values, same nulls).
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from bench.common import report
+from bench.common import in_child, report, timed_join
 from ml_assets import use_case
 
 TENANT = "bench"
@@ -76,10 +71,6 @@ def duckdb_join(raw: Path, workdir: Path) -> pd.DataFrame:
 JOINS = {"feast": feast_join, "duckdb_asof": duckdb_join}
 
 
-def _rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
-
-
 def run_one(path: str, raw: Path, out: Path, repeats: int) -> dict:
     """In a child process: one untimed join (imports, lazy backends, page cache), then
     `repeats` timed ones, each on a fresh Feast repo."""
@@ -89,29 +80,7 @@ def run_one(path: str, raw: Path, out: Path, repeats: int) -> dict:
         import ml_assets.resources.feast  # noqa: F401
     else:
         import duckdb  # noqa: F401
-    before = _rss_bytes()  # the memory of the imported libraries: not the join's
-    with tempfile.TemporaryDirectory() as workdir:
-        join(raw, Path(workdir))
-    times = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as workdir:
-            started = time.perf_counter()
-            joined = join(raw, Path(workdir))
-            times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    joined[[KEY, LABEL_TS, LABEL, *SPEND.features]].to_parquet(out, index=False)
-    return {"seconds": min(times), "median_s": statistics.median(times),
-            "peak_rss_gb": peak / 2**30, "rss_growth_gb": (peak - before) / 2**30,
-            "rows": len(joined)}
-
-
-def in_child(path: str, raw: Path, out: Path, repeats: int) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.pit_join_two_views", "--one", path, "--raw", str(raw),
-         "--out", str(out), "--repeats", str(repeats)], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{path} join failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return timed_join(join, raw, out, [KEY, LABEL_TS, LABEL, *SPEND.features], repeats)
 
 
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:
@@ -154,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_data(Path(tmp) / "raw", n, args.labels_per_account)
             sizes = {name: len(pd.read_parquet(p, columns=[KEY])) for name, p in paths.items()}
-            results = {p: in_child(p, Path(tmp) / "raw", Path(tmp) / f"{p}.parquet",
-                                   args.repeats) for p in PATHS}
+            results = {p: in_child("bench.pit_join_two_views", p, Path(tmp) / "raw",
+                                   Path(tmp) / f"{p}.parquet", args.repeats) for p in PATHS}
             floor = pd.read_parquet(Path(tmp) / "duckdb_asof.parquet")
             for path in PATHS:
                 result = results[path]
