@@ -76,3 +76,15 @@ def in_child(module: str, path: str, raw: Path, out: Path, repeats: int) -> dict
     if done.returncode:
         raise RuntimeError(f"{path} join failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def local_ray_and_tracking(workdir: Path):
+    """A local Ray (4 logical CPUs on the 2 cores) and an MlflowClient on a throw-away sqlite
+    store with the experiment `bench`: what the training benches run against."""
+    import ray
+    from mlflow import MlflowClient
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client.create_experiment("bench", artifact_location=(workdir / "a").as_uri())
+    return client

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import report
+from bench.common import local_ray_and_tracking, report
 from ml_assets.training.ray_training import BINARY
 
 FEATURES = [f"f{i}" for i in range(10)]
@@ -108,14 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", nargs="+", default=["xgboost", "lightgbm"])
     args = parser.parse_args(argv)
     load = os.getloadavg()  # 1, 5, 15 min: the machine is shared
-    import ray
-    from mlflow import MlflowClient
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows_out = []
     with tempfile.TemporaryDirectory() as workdir:
-        client = MlflowClient(f"sqlite:///{Path(workdir) / 'mlflow.db'}")
-        client.create_experiment("bench", artifact_location=(Path(workdir) / "a").as_uri())
+        client = local_ray_and_tracking(Path(workdir))
         for n in args.rows:
             data = frame(n)
             for family in args.families:
@@ -137,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                     "ray_fixed_s": ray_run["total"] - ray_run["train"],
                     "ray_total_s": ray_run["total"], "val_auc": ray_run["val_auc"],
                 })
+    import ray
+
     ray.shutdown()
     report("gbm_training", ["rows", "family", "plain_data_s", "plain_train_s", "ray_data_s",
                             "ray_train_s", "ratio", "plain_train_cpu_s", "ray_train_cpu_s",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import report
+from bench.common import local_ray_and_tracking, report
 from ml_assets.schema import FEATURES, LABEL
 
 
@@ -82,14 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args(argv)
-    import ray
-    from mlflow import MlflowClient
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows_out = []
     with tempfile.TemporaryDirectory() as workdir:
-        client = MlflowClient(f"sqlite:///{Path(workdir) / 'mlflow.db'}")
-        client.create_experiment("bench", artifact_location=(Path(workdir) / "a").as_uri())
+        client = local_ray_and_tracking(Path(workdir))
         for n in args.rows:
             data = frame(n)
             plain = plain_loop(data, args.epochs, args.batch_size)
@@ -105,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
                     "ray_rows_per_s": trained / training, "ratio": training / plain,
                     "ray_fixed_s": total - training, "ray_total_s": total,
                 })
+    import ray
+
     ray.shutdown()
     report("training", ["rows", "ray_workers", "plain_s", "plain_rows_per_s", "ray_train_s",
                         "ray_rows_per_s", "ratio", "ray_fixed_s", "ray_total_s"], rows_out,
