@@ -1,9 +1,7 @@
 """The graph's names, said once: asset keys, check names, jobs and run tags. The CLI, the ML
 Service and the executor use them without importing the definitions."""
 
-# assets, in the order the graph runs them
-CUSTOMER_ACTIVITY = "customer_activity"
-CHURN_LABELS = "churn_labels"
+# each use case's assets (after its declared sources), in the order the graph runs them
 TRAINING_FEATURES = "training_features"
 HYPERPARAMETER_SEARCH = "hyperparameter_search"
 TRAINED_MODEL = "trained_model"
@@ -38,15 +36,10 @@ MODEL_GRAPH = (TRAINING_FEATURES, HYPERPARAMETER_SEARCH, TRAINED_MODEL, EVALUATI
                REGISTERED_MODEL, DEPLOYED_ENDPOINT)
 RETRAIN_ASSETS = (TRAINING_FEATURES, TRAINED_MODEL, EVALUATION_REPORT, REGISTERED_MODEL)
 
-# the blocking data contracts on churn's source assets (each source's: "{source}_contract")
-ACTIVITY_CONTRACT = "customer_activity_contract"
-LABELS_CONTRACT = "churn_labels_contract"
-
 # the blocking promotion gate on evaluation_report (monitoring's checks: monitoring/statistics)
 BEATS_BASELINE = "beats_baseline"
-# the baseline a tenant's candidate is held to while it has no Production version
-REFERENCE_BASELINE = "logistic_regression_reference"
-REFERENCE_BASELINES = {"binary_classification": REFERENCE_BASELINE,  # per task
+# the baseline a tenant's candidate is held to while it has no Production version, per task
+REFERENCE_BASELINES = {"binary_classification": "logistic_regression_reference",
                        "regression": "ridge_regression_reference"}
 
 # the LLM chain: a tenant's registered LLM, served on vLLM behind the LLM gateway
@@ -54,7 +47,6 @@ REGISTERED_LLM = "registered_llm"
 LLM_ENDPOINT = "llm_endpoint"
 LLM_MONITORING = "llm_monitoring"
 
-CHURN_MODEL_JOB = "churn_model_job"  # each use case's: "{use_case}_model_job"
 PROMOTE_MODEL_JOB = "promote_model"
 
 TRIGGER_TAG = "ml_assets/trigger"  # what started a run: retrain, prediction_log, ...

@@ -56,10 +56,6 @@ class Tenant:
         return f"tenants/{self.key}"
 
     @property
-    def serve_app_name(self) -> str:
-        return f"models-{self.key}"
-
-    @property
     def route_prefix(self) -> str:
         return f"/v1/{self.key}"
 

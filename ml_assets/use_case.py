@@ -168,9 +168,16 @@ def load(name: str) -> UseCase:
 
 def names() -> list[str]:
     """Every use case declared under defs/ (a folder with a use-case `defs.yaml`)."""
+    return list(_declared())
+
+
+@functools.cache
+def _declared() -> tuple[str, ...]:
+    # declarations are code, read once per process like `load`: not on every sensor tick or
+    # API request
     found = []
     for path in sorted(USE_CASES_DIR.glob("*/defs.yaml")):
         document = yaml.safe_load(path.read_text()) or {}
         if document.get("type") == COMPONENT_TYPE:
             found.append(path.parent.name)
-    return found
+    return tuple(found)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ml_assets.data import contracts
 from ml_assets.data.feature_store import TenantFeatureStore
 from ml_assets.data.object_store import ObjectStoreClient
-from ml_assets.data.sources import source_names
+from ml_assets.data.sources import source_file, source_names
 from ml_assets.tenants import Tenant
 from ml_assets.use_case import UseCase
 
@@ -63,7 +63,7 @@ def onboard(feast: TenantFeatureStore, object_store: ObjectStoreClient, tenant: 
         staging = Path(staged)
         problems = []
         for name in expected:
-            file_name = feast.source_path(tenant, use_case, name).name
+            file_name = source_file(use_case, name)
             _fetch(sources[name], object_store, staging / file_name)
             found = contracts.violations(staging / file_name,
                                          contracts.for_source(use_case, name))

@@ -33,7 +33,8 @@ def use_case_asset(declared: use_case.UseCase, body, name: str, group: str, kind
     )(body)
 
 
-def _own_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dg.AssetKey:
+def own_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dg.AssetKey:
+    """The key of the asset being executed, or of the one the check is on."""
     if isinstance(context, dg.AssetCheckExecutionContext):
         return next(iter(context.check_specs)).asset_key
     return context.asset_key
@@ -41,9 +42,9 @@ def _own_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) 
 
 def use_case_of(context) -> use_case.UseCase:
     """The use case of the asset (or check) being executed, from its key."""
-    return use_case.load(_own_key(context).path[0])
+    return use_case.load(own_key(context).path[0])
 
 
 def tenant_of(context) -> Tenant:
     """The partition's tenant, scoped to the step's use case."""
-    return Tenant(context.partition_key, _own_key(context).path[0])
+    return Tenant(context.partition_key, own_key(context).path[0])

@@ -17,8 +17,8 @@ import pandas as pd
 
 from ml_assets.training.ray_training import (
     BINARY,
-    HEALTH_CHECK_INTERVAL_S,
     LABEL_COLUMN,
+    controller_env,
     run_config,
 )
 
@@ -258,9 +258,7 @@ def fit(
     loop_config: the boosting config's fields, features, task, tracking_uri and run_id."""
     import ray.train
 
-    # see ray_training.fit: a short poll interval, and no preemption watcher
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    controller_env()
     family = loop_config["family"]
     if family == "xgboost":
         from ray.train.xgboost import XGBoostTrainer as Trainer

@@ -57,7 +57,6 @@ class ExperimentConfig(CommonConfig):
         return value
 
 
-TorchMLPConfig = ExperimentConfig
 
 
 class BoostingConfig(CommonConfig):

@@ -210,15 +210,7 @@ def fit(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    # Ray Train's controller polls the workers every HEALTH_CHECK_INTERVAL_S (2 s) and a
-    # worker's report() waits in a queue of one until a poll takes the previous report: with
-    # epochs shorter than that, training waits on the poll (8 small epochs: fit 35 s -> 19 s).
-    # The driver's value reaches the controller (ray.train.v2 ENV_VARS_TO_PROPAGATE).
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
-    # The preemption watcher is an actor (a fresh process importing Ray Train: 3.5 of a fit's
-    # ~50 CPU-s here) that only feeds ray.train.get_preemption_info(), which this loop never
-    # reads: it checkpoints every epoch and FailureConfig restarts from there. Propagated too.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    controller_env()
     # Ray Train V2 deprecates resume_from_checkpoint: the loop loads it itself (ray#49454)
     loop_config = {**loop_config, "resume_from": resume_from,
                    "resume_filesystem": storage_filesystem, "n_features": len(data.features)}
@@ -233,6 +225,19 @@ def fit(
         run_config=run_config(run_name, storage_path, storage_filesystem, max_failures),
     )
     return trainer.fit()
+
+
+def controller_env() -> None:
+    """The driver's settings of Ray Train's controller, for every family's fit (the driver's
+    values reach the controller: ray.train.v2 ENV_VARS_TO_PROPAGATE)."""
+    # The controller polls the workers every HEALTH_CHECK_INTERVAL_S (2 s) and a worker's
+    # report() waits in a queue of one until a poll takes the previous report: with epochs
+    # shorter than that, training waits on the poll (8 small epochs: fit 35 s -> 19 s).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
+    # The preemption watcher is an actor (a fresh process importing Ray Train: 3.5 of a fit's
+    # ~50 CPU-s here) that only feeds ray.train.get_preemption_info(), which no loop here
+    # reads: they checkpoint as they go and FailureConfig restarts from there.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def run_config(run_name: str, storage_path: str, storage_filesystem: Any,

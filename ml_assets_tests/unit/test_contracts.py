@@ -9,6 +9,7 @@ import pytest
 from ml_assets import names, use_case
 from ml_assets.data import churn_data, contracts, spend_data
 from ml_assets.definitions import defs
+from ml_assets.defs.features.contracts import check_name
 from ml_assets.resources import build_resources
 from ml_assets.schema import ENTITY, LABEL, LABEL_TIMESTAMP, TIMESTAMP
 from ml_assets.settings import load_settings
@@ -114,13 +115,13 @@ def test_a_broken_contract_stops_the_job_before_any_join_or_training(tmp_path, k
     write(settings.raw_data_dir, "acme", which, breaks)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["acme"])
-        result = defs().resolve_job_def(names.CHURN_MODEL_JOB).execute_in_process(
+        result = defs().resolve_job_def(names.model_job("churn")).execute_in_process(
             instance=instance, partition_key="acme", resources=build_resources(settings),
             raise_on_error=False)
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         materialized = [e.asset_key.to_user_string()
                         for e in result.get_asset_materialization_events()]
-    broken = checks[names.ACTIVITY_CONTRACT if which == "activity" else names.LABELS_CONTRACT]
+    broken = checks[check_name("customer_activity" if which == "activity" else "churn_labels")]
     assert not result.success and not broken.passed
     assert broken.severity == dg.AssetCheckSeverity.ERROR
     assert named in broken.description and rule in broken.metadata["rules_broken"].value

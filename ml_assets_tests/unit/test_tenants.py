@@ -20,8 +20,7 @@ def test_invalid_keys_are_refused_naming_the_key(key):
 
 def test_derived_names_are_distinct_per_tenant():
     a, b = Tenant("acme"), Tenant("globex")
-    for name in ("experiment_name", "registered_model_name", "prefix", "serve_app_name",
-                 "route_prefix"):
+    for name in ("experiment_name", "registered_model_name", "prefix", "route_prefix"):
         assert getattr(a, name) != getattr(b, name)
         assert "acme" in getattr(a, name).replace("_", "-")
     churn, spend = Tenant("acme"), Tenant("acme", "spend")

@@ -6,6 +6,7 @@ import pandas as pd
 from pydantic import Field
 
 from ml_assets import names
+from ml_assets.data.sources import source_names
 from ml_assets.data.versions import content_hash
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key, tenant_of, use_case_asset, use_case_of
@@ -103,7 +104,6 @@ def training_features(
 
 
 def build(use_case: UseCase) -> list:
-    sources = [spec.key.path[-1] for spec in source_specs(use_case)]
     return [*source_specs(use_case),
             use_case_asset(use_case, training_features, names.TRAINING_FEATURES, "features",
-                           {"feast", "duckdb"}, deps=tuple(sources))]
+                           {"feast", "duckdb"}, deps=tuple(source_names(use_case)))]

@@ -6,9 +6,10 @@ import warnings
 import dagster as dg
 
 from ml_assets.data import contracts
+from ml_assets.data.sources import source_names
 from ml_assets.defs.features.assets import enabled_or_raise
 from ml_assets.defs.partitions import tenant_partitions
-from ml_assets.defs.scope import key, tenant_of, use_case_of
+from ml_assets.defs.scope import key, own_key, tenant_of, use_case_of
 from ml_assets.resources.feast import FeastStore
 from ml_assets.use_case import UseCase
 
@@ -36,15 +37,15 @@ def check_name(source: str) -> str:
 def contract_check_keys(use_case: UseCase) -> list[dg.AssetCheckKey]:
     """The blocking contract checks of every source of the use case: a run that joins or
     trains runs them first."""
-    sources = [view.name for view in use_case.feature_views] + [use_case.label.name]
-    return [dg.AssetCheckKey(key(use_case.name, s), check_name(s)) for s in sources]
+    return [dg.AssetCheckKey(key(use_case.name, s), check_name(s))
+            for s in source_names(use_case)]
 
 
 def holds_contract(context: dg.AssetCheckExecutionContext,
                    feast: FeastStore) -> dg.AssetCheckResult:
     use_case, tenant = use_case_of(context), tenant_of(context)
     enabled_or_raise(feast, tenant, use_case)
-    source = next(iter(context.check_specs)).asset_key.path[-1]
+    source = own_key(context).path[-1]
     return contract_result(feast.source_path(tenant, use_case, source),
                            contracts.for_source(use_case, source))
 

@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from ml_assets import names, use_case
+from ml_assets.data.sources import source_names
 from ml_assets.defs.features.contracts import contract_check_keys
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key as asset_key
@@ -23,8 +24,7 @@ def source_version(feast: FeastStore, tenant: Tenant) -> str | None:
     """Size and mtime of the tenant's source files of its use case: changes when new data
     lands; None when the tenant is not enabled for the use case."""
     declared = use_case.load(tenant.use_case)
-    sources = [view.name for view in declared.feature_views] + [declared.label.name]
-    paths = [feast.source_path(tenant, declared, name) for name in sources]
+    paths = [feast.source_path(tenant, declared, name) for name in source_names(declared)]
     if not all(p.exists() for p in paths):
         return None
     return ";".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
