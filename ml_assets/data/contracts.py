@@ -53,6 +53,10 @@ def for_source(use_case: UseCase, name: str) -> Contract:
                     integer=tuple(f for f, kind in view.fields.items() if kind == "int"))
 
 
+class ContractBroken(ValueError):
+    """A source file breaks its contract: nothing is joined or trained from it."""
+
+
 @dataclass(frozen=True)
 class Violation:
     rule: str

@@ -9,6 +9,7 @@ import dagster as dg
 from ml_assets.resources.alerts import AlertReceivers
 from ml_assets.resources.events import LifecycleEvents
 from ml_assets.resources.feast import FeastStore
+from ml_assets.resources.io import TenantFilesystemIOManager
 from ml_assets.resources.llm import LlmServing
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.resources.monitoring import MonitoringPolicy
@@ -73,7 +74,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "triton": TritonServer(url=settings.triton_url, backend=settings.triton_backend,
                                python_env=settings.triton_python_env
                                if settings.triton_backend == "python" else None),
-        "io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir)),
+        "io_manager": TenantFilesystemIOManager(base_dir=str(settings.io_dir)),
     }
 
 

@@ -63,6 +63,21 @@ def assign_splits(frame: pd.DataFrame, config: FeatureSplitConfig, timestamp: st
     return frame
 
 
+def holds_contracts_or_raise(feast: FeastStore, tenant, use_case: UseCase) -> None:
+    """The join reads only files that hold their contracts. The blocking contract checks stop
+    a run of one tenant before this; in a run over many tenants they can only warn (an error
+    would stop every tenant), so each tenant's join checks its own files."""
+    from ml_assets.data import contracts
+
+    for source in source_names(use_case):
+        path = feast.source_path(tenant, use_case, source)
+        found = contracts.violations(path, contracts.for_source(use_case, source))
+        if found:
+            raise contracts.ContractBroken(
+                f"tenant {tenant.key!r}: {path.name} breaks its contract: "
+                + "; ".join(map(str, found)))
+
+
 # the entity dataframe's time column, as Feast's point-in-time join expects it
 TIMESTAMP = "event_timestamp"
 
@@ -75,6 +90,7 @@ def training_features(
     validation / holdout."""
     use_case, tenant = use_case_of(context), tenant_of(context)
     enabled_or_raise(feast, tenant, use_case)
+    holds_contracts_or_raise(feast, tenant, use_case)
     label, entity = use_case.label, use_case.key
     labels_path = feast.source_path(tenant, use_case, label.name)
     if not labels_path.exists():

@@ -10,6 +10,7 @@ from ml_assets.data.sources import source_names
 from ml_assets.defs.features.assets import enabled_or_raise
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key, own_key, tenant_of, use_case_of
+from ml_assets.defs.tenant_runs import per_tenant_check
 from ml_assets.resources.feast import FeastStore
 from ml_assets.use_case import UseCase
 
@@ -65,5 +66,5 @@ def build(use_case: UseCase) -> list[dg.AssetChecksDefinition]:
                 description=f"The tenant's {source} file is readable parquet with rows, the "
                 "declared columns and types, timezone-aware timestamps, labels in their "
                 "domain and no conflicting duplicate (key, timestamp) rows.",
-            )(holds_contract))
+            )(per_tenant_check(holds_contract)))
     return checks
