@@ -231,3 +231,34 @@ def _tag_failed(context: dg.AssetExecutionContext, tenants: list[str]) -> None:
     known = set(json.loads(run.tags.get(FAILED_TENANTS_TAG, "[]"))) if run else set()
     context.instance.add_run_tags(
         context.run.run_id, {FAILED_TENANTS_TAG: json.dumps(sorted(known | set(tenants)))})
+
+
+def blocks(ordered: list[str], wanted: set[str]) -> list[list[str]]:
+    """`wanted` tenants as unbroken runs of the partition order: a run over many tenants spans
+    a range of partitions, so these are the fewest runs that cover exactly them."""
+    found: list[list[str]] = []
+    previous = False
+    for tenant in ordered:
+        if tenant in wanted:
+            if previous:
+                found[-1].append(tenant)
+            else:
+                found.append([tenant])
+        previous = tenant in wanted
+    return found
+
+
+def run_requests(ordered: list[str], wanted: set[str], run_key: str,
+                 **request: Any) -> list[dg.RunRequest]:
+    """One run per unbroken block of `wanted` tenants (one tenant: a plain partition run)."""
+    requests = []
+    for block in blocks(ordered, wanted):
+        span = block[0] if len(block) == 1 else f"{block[0]}...{block[-1]}"
+        tags = dict(request.get("tags") or {})
+        if len(block) > 1:
+            tags |= {"dagster/asset_partition_range_start": block[0],
+                     "dagster/asset_partition_range_end": block[-1]}
+        requests.append(dg.RunRequest(
+            run_key=f"{run_key}:{span}", partition_key=block[0] if len(block) == 1 else None,
+            **{**request, "tags": tags}))
+    return requests

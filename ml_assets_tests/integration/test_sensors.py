@@ -152,11 +152,17 @@ def test_concurrent_retrains_are_capped(feast):
         cursor = tick(retrain_sensor, instance, None, feast=feast, retrain_policy=policy).cursor
         touch_source(feast, "acme")
         touch_source(feast, "globex")
+        # both due in one tick: one run over both, within the cap of one run
         result = tick(retrain_sensor, instance, cursor, feast=feast, retrain_policy=policy)
-        assert [r.partition_key for r in result.run_requests] == ["acme"]
+        assert [(r.partition_key, r.tags["dagster/asset_partition_range_start"],
+                 r.tags["dagster/asset_partition_range_end"], r.tags[REASON_TAG])
+                for r in result.run_requests] == [(None, "acme", "globex", "new source data")]
         instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()),
                                        status=dg.DagsterRunStatus.STARTED,
                                        tags={TRIGGER_TAG: "retrain"}))
+        assert tick(retrain_sensor, instance, result.cursor, feast=feast,
+                    retrain_policy=policy).run_requests == []
+        touch_source(feast, "acme")  # due, but the one run allowed is still going: deferred
         assert tick(retrain_sensor, instance, result.cursor, feast=feast,
                     retrain_policy=policy).run_requests == []
 

@@ -57,15 +57,18 @@ def test_retention_comes_from_the_environment():
             load_settings({"ML_ASSETS_LOG_RETENTION_DAYS": bad})
 
 
-def test_the_hourly_schedule_asks_one_run_per_tenant():
+def test_the_hourly_schedule_asks_one_run_for_every_tenant():
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("tenant", ["acme", "globex"])
+        instance.add_dynamic_partitions("tenant", ["acme", "globex", "initech"])
         at = datetime(2026, 3, 1, 5, 10, tzinfo=UTC)
         with dg.build_schedule_context(instance=instance,
                                        scheduled_execution_time=at) as context:
             requests = chain().schedule("prediction_log_compaction_schedule")(context)
-    assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("acme", "acme:2026-03-01T05"), ("globex", "globex:2026-03-01T05")]
+    (request,) = requests
+    assert request.partition_key is None
+    assert request.run_key == "2026-03-01T05:acme...initech"
+    assert (request.tags["dagster/asset_partition_range_start"],
+            request.tags["dagster/asset_partition_range_end"]) == ("acme", "initech")
 
 
 def test_the_asset_compacts_closed_hours_and_expires_old_days(tmp_path):

@@ -191,7 +191,7 @@ def test_a_worse_canary_is_rolled_back_and_a_healthy_one_kept():
     assert not monitoring.canary_health(few, "1", "2", 0.01, 50.0, 100).enough_data
 
 
-def test_new_log_files_request_monitoring_for_their_tenant_only(tmp_path):
+def test_new_log_files_request_monitoring_for_their_tenants_in_one_run(tmp_path):
     from datetime import timedelta
 
     import dagster as dg
@@ -215,13 +215,20 @@ def test_new_log_files_request_monitoring_for_their_tenant_only(tmp_path):
         records = synthetic_log.generate(acme.key, LogSpec(requests=3)).to_pylist()
         first = prediction_log.write(store, acme, "churn", records)
         result = tick(None)
-        assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
-            (acme.key, f"{acme.key}:{first}")]
+        assert [r.partition_key for r in result.run_requests] == [acme.key]
         assert [k.path[-1] for k in result.run_requests[0].asset_selection] == [
             "model_monitoring"]
         assert tick(result.cursor).run_requests == []  # nothing new
-        second = prediction_log.write(store, acme, "churn", records)
+        prediction_log.write(store, acme, "churn", records)
         again = tick(result.cursor)
-        assert [r.run_key for r in again.run_requests] == [f"{acme.key}:{second}"]
-    assert newest_log_file(store, globex) is None  # acme's files are not globex's
+        assert [r.partition_key for r in again.run_requests] == [acme.key]
+        assert again.run_requests[0].run_key != result.run_requests[0].run_key
+        prediction_log.write(store, globex, "churn", synthetic_log.generate(
+            globex.key, LogSpec(requests=3)).to_pylist())
+        prediction_log.write(store, acme, "churn", records)
+        both = tick(again.cursor).run_requests  # new rows for both: one run over them
+        assert [(r.partition_key, r.tags["dagster/asset_partition_range_start"],
+                 r.tags["dagster/asset_partition_range_end"]) for r in both] == [
+            (None, acme.key, globex.key)]
+    assert newest_log_file(store, Tenant("initech")) is None  # acme's files are not another's
     assert newest_log_file(store, acme, datetime.now(UTC) + timedelta(days=3)) is None

@@ -6,6 +6,7 @@ import dagster as dg
 
 from ml_assets import names
 from ml_assets.defs.scope import tenant_of, use_case_asset
+from ml_assets.defs.tenant_runs import run_requests
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.resources.prediction_log import PredictionLogPolicy
 from ml_assets.serving import log_compaction
@@ -49,12 +50,12 @@ def build(use_case: UseCase) -> list:
         target=[compaction],
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Every hour, compacts each tenant's closed log hours and applies "
-        "retention.",
+        "retention, every tenant in one run.",
     )
     def compaction_schedule(context: dg.ScheduleEvaluationContext):
         hour = context.scheduled_execution_time or datetime.now(UTC)
-        return [dg.RunRequest(run_key=f"{tenant}:{hour:%Y-%m-%dT%H}", partition_key=tenant,
-                              tags={names.TRIGGER_TAG: "schedule"})
-                for tenant in registered_tenants(context.instance)]
+        tenants = registered_tenants(context.instance)  # all of them in one run
+        return run_requests(tenants, set(tenants), run_key=f"{hour:%Y-%m-%dT%H}",
+                            tags={names.TRIGGER_TAG: "schedule"})
 
     return [compaction, compaction_schedule]

@@ -1,6 +1,7 @@
 """Monitor a tenant's model of a use case when new rows land in its prediction log, and every
 5 minutes while it is deployed."""
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -8,6 +9,7 @@ import dagster as dg
 
 from ml_assets import names
 from ml_assets.defs.scope import key
+from ml_assets.defs.tenant_runs import run_requests
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.serving import prediction_log
 from ml_assets.tenants import Tenant, registered_tenants
@@ -37,21 +39,23 @@ def build(use_case: UseCase) -> list:
         asset_selection=[monitoring],
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Runs model_monitoring for a tenant when its prediction log got new files "
-        "since the last run (at most every 5 minutes).",
+        description="Runs model_monitoring for the tenants whose prediction log got new files "
+        "since the last run, together in one run (at most every 5 minutes).",
     )
     def prediction_log_sensor(context: dg.SensorEvaluationContext,
                               object_store: ObjectStore) -> dg.SensorResult:
         cursor: dict[str, str] = json.loads(context.cursor or "{}")
-        requests = []
-        for tenant in registered_tenants(context.instance):
+        tenants = registered_tenants(context.instance)
+        fresh = {}
+        for tenant in tenants:
             newest = newest_log_file(object_store, Tenant(tenant, use_case.name))
-            if newest is None or newest <= cursor.get(tenant, ""):
-                continue
-            cursor[tenant] = newest
-            requests.append(dg.RunRequest(
-                run_key=f"{tenant}:{newest}", partition_key=tenant,
-                tags={names.TRIGGER_TAG: "prediction_log"}, asset_selection=[monitoring]))
+            if newest is not None and newest > cursor.get(tenant, ""):
+                fresh[tenant] = cursor[tenant] = newest
+        # the tenants with new rows are monitored together: a run per unbroken block of them
+        run_key = hashlib.sha256(json.dumps(fresh, sort_keys=True).encode()).hexdigest()[:16]
+        requests = run_requests(tenants, set(fresh), run_key=run_key,
+                                tags={names.TRIGGER_TAG: "prediction_log"},
+                                asset_selection=[monitoring])
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
     @dg.schedule(
@@ -59,16 +63,16 @@ def build(use_case: UseCase) -> list:
         cron_schedule="*/5 * * * *",
         target=[monitoring],
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Runs model_monitoring every 5 minutes for each deployed tenant, traffic or "
-        "not: a quiet endpoint gets a probe (serving_alive), so a dead replica alerts within "
-        "minutes.",
+        description="Runs model_monitoring every 5 minutes for every deployed tenant in one run, "
+        "traffic or not: a quiet endpoint gets a probe (serving_alive), so a dead replica "
+        "alerts within minutes.",
     )
     def monitoring_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         deployed = context.instance.get_materialized_partitions(
             key(use_case.name, names.DEPLOYED_ENDPOINT))
         tick = f"{context.scheduled_execution_time:%Y%m%dT%H%M}"
-        return [dg.RunRequest(run_key=f"{tenant}:{tick}", partition_key=tenant,
-                              tags={names.TRIGGER_TAG: "schedule"})
-                for tenant in registered_tenants(context.instance) if tenant in deployed]
+        # every deployed tenant in one run (a run per unbroken block of them)
+        return run_requests(registered_tenants(context.instance), deployed, run_key=tick,
+                            tags={names.TRIGGER_TAG: "schedule"})
 
     return [prediction_log_sensor, monitoring_schedule]

@@ -1,5 +1,6 @@
 """Retrain a tenant's model when new source data arrives or a monitoring check fails."""
 
+import hashlib
 import json
 import time
 
@@ -8,6 +9,7 @@ import dagster as dg
 from ml_assets import names, use_case
 from ml_assets.data.sources import source_names
 from ml_assets.defs.features.contracts import contract_check_keys
+from ml_assets.defs import tenant_runs
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key as asset_key
 from ml_assets.monitoring import check_history
@@ -52,7 +54,7 @@ def newest_failed_check(instance: dg.DagsterInstance, tenant: Tenant, checks: li
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains a tenant (features -> registered model) when its source data changed "
     "or a drift / error-rate check of its model_monitoring failed; one per cooldown, capped "
-    "runs.",
+    "runs. The tenants due in one tick retrain in one run.",
 )
 def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
                    retrain_policy: RetrainPolicy) -> dg.SensorResult:
@@ -61,8 +63,8 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
     active = context.instance.get_runs_count(dg.RunsFilter(
         tags={names.TRIGGER_TAG: RETRAIN}, statuses=ACTIVE))
     now = time.time()
-    requests = []
     tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    due: dict[str, dict[str, dict]] = {}  # use case -> tenant -> why, and its new state
     for tenant in [Tenant(t, u) for u in use_case.names() for t in tenants]:
         key = f"{tenant.use_case}/{tenant.key}"
         state = cursor.setdefault(key, {"source": None, "check_id": 0, "last_request": 0.0})
@@ -78,15 +80,28 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
             reason, run_key = "new source data", f"{key}:source:{source}"
         else:
             continue
-        cooling = now - state["last_request"] < retrain_policy.cooldown_minutes * 60
-        if cooling or active + len(requests) >= retrain_policy.max_concurrent:
-            context.log.info(f"{key}: {reason}, retrain deferred (cooldown or cap)")
+        if now - state["last_request"] < retrain_policy.cooldown_minutes * 60:
+            context.log.info(f"{key}: {reason}, retrain deferred (cooldown)")
             continue
-        state.update(source=source, last_request=now,
-                     check_id=failed[0] if failed else state["check_id"])
-        requests.append(dg.RunRequest(
-            run_key=run_key, partition_key=tenant.key,
-            tags={names.TRIGGER_TAG: RETRAIN, names.REASON_TAG: reason},
-            asset_selection=[asset_key(tenant.use_case, k) for k in names.RETRAIN_ASSETS],
-            asset_check_keys=contract_check_keys(use_case.load(tenant.use_case))))
+        due.setdefault(tenant.use_case, {})[tenant.key] = {
+            "reason": reason, "run_key": run_key,
+            "state": {"source": source, "last_request": now,
+                      "check_id": failed[0] if failed else state["check_id"]}}
+    requests: list[dg.RunRequest] = []
+    for name, chosen in due.items():
+        # the tenants due in this tick retrain together: one run per unbroken block of them
+        for block in tenant_runs.blocks(tenants, set(chosen)):
+            if active + len(requests) >= retrain_policy.max_concurrent:
+                context.log.info(f"{name}: {', '.join(block)}: retrain deferred (runs capped)")
+                continue
+            for tenant in block:
+                cursor[f"{name}/{tenant}"].update(chosen[tenant]["state"])
+            run_key = hashlib.sha256(" ".join(
+                chosen[t]["run_key"] for t in block).encode()).hexdigest()[:16]
+            requests += tenant_runs.run_requests(
+                tenants, set(block), run_key=run_key,
+                tags={names.TRIGGER_TAG: RETRAIN,
+                      names.REASON_TAG: "; ".join(sorted({chosen[t]["reason"] for t in block}))},
+                asset_selection=[asset_key(name, k) for k in names.RETRAIN_ASSETS],
+                asset_check_keys=contract_check_keys(use_case.load(name)))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
