@@ -18,8 +18,10 @@ from typing import Any
 import dagster as dg
 
 BACKFILL_POLICY = dg.BackfillPolicy.single_run()
-# the run's tenants that failed a step: what a person (or a rerun of just them) starts from
-FAILED_TENANTS_TAG = "ml_assets/failed_tenants"
+# run tag prefix: the tenants an asset's step failed (or skipped) in a run over many tenants,
+# a tag per asset (steps may run at once); the steps after it skip them, even those that only
+# depend on it without reading its value, and a person reruns just them
+FAILED_TAG = "ml_assets/failed/"
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,20 @@ def _outcome(events: list) -> _Outcome:
     return outcome
 
 
+def failed_tag(asset: dg.AssetKey) -> str:
+    return FAILED_TAG + ".".join(asset.path)
+
+
+def failed_tenants(run: dg.DagsterRun) -> dict[str, list[str]]:
+    """{asset: tenants its step failed or skipped} of a run over many tenants."""
+    return {key.removeprefix(FAILED_TAG).replace(".", "/"): json.loads(value)
+            for key, value in run.tags.items() if key.startswith(FAILED_TAG)}
+
+
 def per_tenant(body: Callable, inputs: tuple[str, ...] = (), threads: int = 1) -> Callable:
     """`body` (an asset's compute function written for one tenant) as a step that also runs
     over many tenants: once per tenant, `threads` tenants at a time, its `inputs` each
-    tenant's own value."""
+    tenant's own value; a tenant an upstream step of the run failed is skipped."""
     generator = inspect.isgeneratorfunction(body)
 
     @functools.wraps(body)
@@ -122,11 +134,19 @@ def _over_tenants(body: Callable, generator: bool, context: dg.AssetExecutionCon
     tenants = list(context.partition_keys)
     asset, run_id = context.asset_key.to_user_string(), context.run.run_id
     blocking = {spec.name for spec in _check_specs(context) if spec.blocking}
+    upstream_assets = {key.to_user_string()
+                       for key in context.assets_def.asset_deps[context.asset_key]}
+    upstream_failed = {tenant: f"{name} failed for this tenant in run {run_id}"
+                       for name, failed in failed_tenants(
+                           context.instance.get_run_by_id(run_id)).items()
+                       if name in upstream_assets for tenant in failed}
 
     def one(tenant: str) -> _Outcome:
         upstream = {name: kwargs[name] if len(tenants) == 1 else kwargs[name][tenant]
                     for name in inputs}
-        failed = [value for value in upstream.values() if isinstance(value, TenantFailed)]
+        failed = [str(value) for value in upstream.values() if isinstance(value, TenantFailed)]
+        if tenant in upstream_failed:
+            failed.append(upstream_failed[tenant])
         if failed:
             return _Outcome(failed=TenantFailed(asset, f"skipped: {failed[0]}", run_id))
         try:
@@ -153,7 +173,7 @@ def _over_tenants(body: Callable, generator: bool, context: dg.AssetExecutionCon
                          metadata={"errors": dg.MetadataValue.json(errors)})
     failed = sorted(t for t, o in outcomes.items() if o.failed is not None)
     if failed:
-        _tag_failed(context, failed)
+        context.instance.add_run_tags(run_id, {failed_tag(context.asset_key): json.dumps(failed)})
     for tenant, outcome in outcomes.items():
         metadata = dict(outcome.metadata or {})
         if outcome.failed is not None:
@@ -223,14 +243,6 @@ def per_tenant_check(check: Callable) -> Callable:
         return _recorded(context, spec, results)
 
     return evaluate
-
-
-def _tag_failed(context: dg.AssetExecutionContext, tenants: list[str]) -> None:
-    """Add the tenants to the run's failed-tenants tag (steps of one run add to it in turn)."""
-    run = context.instance.get_run_by_id(context.run.run_id)
-    known = set(json.loads(run.tags.get(FAILED_TENANTS_TAG, "[]"))) if run else set()
-    context.instance.add_run_tags(
-        context.run.run_id, {FAILED_TENANTS_TAG: json.dumps(sorted(known | set(tenants)))})
 
 
 def blocks(ordered: list[str], wanted: set[str]) -> list[list[str]]:

@@ -213,7 +213,7 @@ def test_new_log_files_request_monitoring_for_their_tenants_in_one_run(tmp_path)
         instance.add_dynamic_partitions("tenant", [acme.key, globex.key])
         assert tick(None).run_requests == []  # no log yet
         records = synthetic_log.generate(acme.key, LogSpec(requests=3)).to_pylist()
-        first = prediction_log.write(store, acme, "churn", records)
+        prediction_log.write(store, acme, "churn", records)
         result = tick(None)
         assert [r.partition_key for r in result.run_requests] == [acme.key]
         assert [k.path[-1] for k in result.run_requests[0].asset_selection] == [

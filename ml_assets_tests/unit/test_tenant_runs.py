@@ -1,7 +1,6 @@
 """Runs over many tenants (single-run backfills): each tenant's body on its own, a tenant's
 failure or failed blocking check stopping that tenant alone, checks recorded per tenant."""
 
-import json
 import warnings
 
 import dagster as dg
@@ -9,9 +8,9 @@ import pytest
 
 from ml_assets.defs.tenant_runs import (
     BACKFILL_POLICY,
-    FAILED_TENANTS_TAG,
     TenantFailed,
     UpstreamFailed,
+    failed_tenants,
     per_tenant,
     per_tenant_check,
 )
@@ -39,6 +38,10 @@ def registered(context: dg.AssetExecutionContext, scored: int) -> dict:
     return {"tenant": context.partition_key, "score": scored}
 
 
+def announced(context: dg.AssetExecutionContext) -> str:
+    return f"announced {context.partition_key}"
+
+
 def contract(context: dg.AssetCheckExecutionContext,
              bad: dg.ResourceParam[set]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=context.partition_key not in bad)
@@ -52,11 +55,12 @@ def assets():
             per_tenant_check(contract))
     return [dg.asset(**common)(per_tenant(source)),
             dg.asset(check_specs=[GATE], **common)(per_tenant(scored, ("source",))),
-            dg.asset(**common)(per_tenant(registered, ("scored",), threads=3)), check]
+            dg.asset(**common)(per_tenant(registered, ("scored",), threads=3)),
+            dg.asset(deps=["registered"], **common)(per_tenant(announced)), check]
 
 
 def run(instance, tmp_path, bad: set, tenants_of_run=TENANTS, selection=None):
-    defs = dg.Definitions(assets=assets()[:3], asset_checks=assets()[3:], resources={
+    defs = dg.Definitions(assets=assets()[:4], asset_checks=assets()[4:], resources={
         "io_manager": TenantFilesystemIOManager(base_dir=str(tmp_path)), "bad": bad})
     job = defs.resolve_implicit_global_asset_job_def()
     if selection:
@@ -98,8 +102,14 @@ def test_one_tenant_failing_leaves_the_other_four_finished(instance, tmp_path):
     source_metadata = partition_metadata(result, "source")
     assert source_metadata["t1"]["rows"] == 10
     assert "ValueError: bad rows for t2" in source_metadata["t2"]["tenant_failed"]
-    tag = instance.get_run_by_id(result.run_id).tags[FAILED_TENANTS_TAG]
-    assert json.loads(tag) == ["t2", "t4"]
+    assert failed_tenants(instance.get_run_by_id(result.run_id)) == {
+        "source": ["t2"], "scored": ["t2", "t4"], "registered": ["t2", "t4"],
+        "announced": ["t2", "t4"]}
+    # a step that only depends on registered (no input) skips its failed tenants too
+    announced_values = result.output_for_node("announced")
+    assert announced_values["t1"] == "announced t1"
+    assert announced_values["t4"].error == (
+        f"skipped: registered failed for this tenant in run {result.run_id}")
 
 
 def test_checks_are_recorded_per_tenant(instance, tmp_path):

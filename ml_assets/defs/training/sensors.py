@@ -8,8 +8,8 @@ import dagster as dg
 
 from ml_assets import names, use_case
 from ml_assets.data.sources import source_names
-from ml_assets.defs.features.contracts import contract_check_keys
 from ml_assets.defs import tenant_runs
+from ml_assets.defs.features.contracts import contract_check_keys
 from ml_assets.defs.partitions import tenant_partitions
 from ml_assets.defs.scope import key as asset_key
 from ml_assets.monitoring import check_history
