@@ -162,3 +162,24 @@ def test_one_tenant_runs_the_body_as_written(instance, tmp_path):
     assert (error.cls_name, error.message.strip()) == ("ValueError", "ValueError: bad rows for t1")
     ok = run(instance, tmp_path, bad=set(), tenants_of_run=["t3"])
     assert ok.output_for_node("registered") == {"tenant": "t3", "score": 30}
+
+
+def test_the_retry_sensor_runs_each_failed_tenant_alone(instance, tmp_path):
+    from ml_assets.defs.tenancy.retries import RETRY_OF_TAG, tenant_retry_sensor
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+            return tenant_retry_sensor(context)
+
+    cursor = tick(None).cursor  # starts from now
+    result = run(instance, tmp_path, bad={"t2"})
+    requests = tick(cursor).run_requests
+    assert [(r.partition_key, sorted(k.to_user_string() for k in r.asset_selection))
+            for r in requests] == [
+        ("t2", ["announced", "registered", "scored", "source"]),
+        ("t4", ["announced", "registered", "scored"])]  # t4 failed scored's blocking gate
+    assert {r.tags[RETRY_OF_TAG] for r in requests} == {result.run_id}
+    # the retry of t2 alone fails its own partition, as Dagster shows a failed tenant
+    retry = run(instance, tmp_path, bad={"t2"}, tenants_of_run=["t2"],
+                selection=["source", "scored", "registered", "announced"])
+    assert not retry.success
