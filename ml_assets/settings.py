@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANY_MODELS_MAX_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class Settings:
     llm_host: str = "127.0.0.1"
     llm_port: int = 8002
     vllm_python: Path = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
+    # a tenant with at most this many training rows trains its MLP in one Ray task
+    # (training.many_models) instead of a Ray Train fit; 0: every tenant through Ray Train.
+    # MEASUREMENT_PLACEHOLDER
+    many_models_max_rows: int = DEFAULT_MANY_MODELS_MAX_ROWS
 
     @property
     def dagster_home(self) -> Path:
@@ -175,6 +180,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                env.get("ML_ASSETS_TRITON_BACKEND", "python"), TRITON_BACKENDS),
         triton_python_env=env.get("ML_ASSETS_TRITON_PYTHON_ENV")
         or str(PROJECT_ROOT / TRITON_VENV),
+        many_models_max_rows=_whole_number(
+            "ML_ASSETS_MANY_MODELS_MAX_ROWS",
+            env.get("ML_ASSETS_MANY_MODELS_MAX_ROWS", str(DEFAULT_MANY_MODELS_MAX_ROWS))),
     )
 
 
@@ -183,6 +191,12 @@ def _retention_days(text: str) -> int:
     if days < 1:
         raise ValueError(f"ML_ASSETS_LOG_RETENTION_DAYS={text!r}: want whole days, at least 1")
     return days
+
+
+def _whole_number(variable: str, text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{variable}={text!r}: want a whole number, at least 0")
+    return int(text)
 
 
 def _positive_int(variable: str, text: str) -> int:
