@@ -180,12 +180,115 @@ def _train(data: TaskData, config: dict[str, Any], filesystem: Any, run_dir: str
 
 
 def _latest_epoch_dir(filesystem: Any, run_dir: str) -> str | None:
-    """The newest epoch_NNNN directory under run_dir that holds a state file, if any."""
+    return _latest_dir(filesystem, run_dir, "epoch_", STATE_FILE)
+
+
+def _latest_dir(filesystem: Any, run_dir: str, prefix: str, file_name: str) -> str | None:
+    """The newest `prefix`NNNN directory under run_dir that holds `file_name`, if any."""
     from pyarrow import fs
 
     found = filesystem.get_file_info(fs.FileSelector(run_dir, allow_not_found=True,
                                                      recursive=True))
-    epochs = sorted(info.path.rsplit("/", 1)[0] for info in found
-                    if info.path.endswith(f"/{STATE_FILE}")
-                    and info.path.rsplit("/", 2)[-2].startswith("epoch_"))
-    return epochs[-1] if epochs else None
+    dirs = sorted(info.path.rsplit("/", 1)[0] for info in found
+                  if info.path.endswith(f"/{file_name}")
+                  and info.path.rsplit("/", 2)[-2].startswith(prefix))
+    return dirs[-1] if dirs else None
+
+
+@dataclass
+class BoostingTaskFit:
+    """What `families.train` reads from a Ray Train Result, for a booster fit in one task."""
+
+    metrics: dict[str, Any]  # the last report's: round, resumed_at_round, val_* ...
+    metrics_dataframe: pd.DataFrame  # one row per report (every checkpoint_every_rounds)
+    checkpoint: Any  # ray.train.Checkpoint of the last round: boosting.load_booster reads it
+
+
+def fit_boosting_in_task(
+    frame: pd.DataFrame,
+    features: list[str],
+    label: str,
+    loop_config: dict[str, Any],
+    *,
+    storage_path: str,
+    storage_filesystem: Any,
+    run_name: str,
+    resume_from: str | None = None,
+) -> BoostingTaskFit:
+    """`boosting.fit` with one worker, in one Ray task of one CPU: the same params, per-round
+    metrics in the MLflow run and booster checkpoints at storage_path/run_name/round_NNNNN.
+    loop_config: the boosting config's fields, task, tracking_uri and run_id."""
+    import ray
+    import ray.train
+
+    features = list(features)
+    missing = [c for c in [*features, label, "split"] if c not in frame.columns]
+    if missing:
+        raise KeyError(f"training rows lack columns {missing}")
+    arrays = []
+    for name in ("train", "validation"):
+        rows = frame.loc[frame["split"] == name]
+        if rows.empty:
+            raise ValueError(f"no {name!r} rows to train on")
+        arrays += [rows[features].to_numpy(np.float32), rows[label].to_numpy(np.float32)]
+    config = {**loop_config, "features": features}
+    retries = int(config.get("max_failures", 0))
+    task = _remote_boost().options(max_retries=retries, retry_exceptions=retries > 0,
+                                   name=f"fit_boosting_in_task:{run_name}")
+    run_dir = f"{storage_path.rstrip('/')}/{run_name}"
+    reports = ray.get(task.remote(arrays, config, storage_filesystem, run_dir, resume_from))
+    last = _latest_dir(storage_filesystem, run_dir, "round_", _booster_file(config["family"]))
+    if last is None:
+        raise RuntimeError(f"the task wrote no checkpoint under {run_dir}")
+    return BoostingTaskFit(metrics=reports[-1], metrics_dataframe=pd.DataFrame(reports),
+                           checkpoint=ray.train.Checkpoint(last, filesystem=storage_filesystem))
+
+
+@functools.cache
+def _remote_boost() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1)(_boost)
+
+
+def _booster_file(family: str) -> str:
+    from ml_assets.training.boosting import BOOSTER_FILES
+
+    return BOOSTER_FILES[family]
+
+
+def _boost(arrays: list[np.ndarray], config: dict[str, Any], filesystem: Any, run_dir: str,
+           resume_from: str | None) -> list[dict[str, Any]]:
+    """The task: `boosting.train_loop_per_worker` for world size 1, on arrays in memory.
+    Returns every round report (what Ray Train's metrics_dataframe holds)."""
+    import tempfile
+    from pathlib import Path
+
+    import ray.train
+
+    from ml_assets.training.boosting import (
+        RoundReporter,
+        boost,
+        boosted_rounds,
+        load_booster,
+        save_booster,
+    )
+
+    family, file_name = config["family"], _booster_file(config["family"])
+    checkpoint = _latest_dir(filesystem, run_dir, "round_", file_name) or resume_from
+    booster = (load_booster(family, ray.train.Checkpoint(checkpoint, filesystem=filesystem))
+               if checkpoint is not None else None)
+    reports = []
+
+    def save(report: dict[str, Any], name: str, booster: Any) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            save_booster(family, booster, directory)
+            filesystem.create_dir(f"{run_dir}/{name}", recursive=True)
+            with filesystem.open_output_stream(f"{run_dir}/{name}/{file_name}") as file:
+                file.write((Path(directory) / file_name).read_bytes())
+        reports.append(report)
+
+    start = boosted_rounds(family, booster) if booster is not None else 0
+    reporter = RoundReporter(config, start, rank=0, world_size=1, save=save)
+    boost(family, booster, reporter, *arrays, config["features"], threads=1)
+    return reports

@@ -13,9 +13,10 @@ from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.schema import FEATURES, LABEL, TIMESTAMP
 from ml_assets.settings import load_settings
 from ml_assets.tenants import Tenant
-from ml_assets.training import many_models, ray_training
+from ml_assets.training import boosting, many_models, ray_training
 from ml_assets.training.config import experiment_config_for
 from ml_assets.training.families import torch_model
+from ml_assets.training.predictor import booster_predictor
 from ml_assets_testing.servers import s3_store
 
 BUCKET = "ml-assets-many-models"
@@ -176,3 +177,39 @@ def test_small_tenants_use_a_task_up_to_the_setting():
     assert not many_models.use_task(5001, settings)
     with pytest.raises(ValueError, match="ML_ASSETS_MANY_MODELS_MAX_ROWS"):
         load_settings({"ML_ASSETS_MANY_MODELS_MAX_ROWS": "lots"})
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_a_booster_fit_in_a_task_is_the_ray_train_fit_with_one_worker(
+        family, store, mlflow_server, ray_cluster):
+    registry, tenant, frame = MlflowRegistry(tracking_uri=mlflow_server), Tenant(
+        f"boost-{family}"), churn_frame(family)
+    configs = {}
+    for way in ("train", "task"):
+        config = experiment_config_for(family, {
+            "num_boost_round": 10, "checkpoint_every_rounds": 4, "num_workers": 1,
+            "cpus_per_worker": 1, "max_failures": 0})
+        run_id = registry.start_run(tenant, f"{family}-{way}", tags={})
+        configs[way] = {**config.model_dump(), "features": FEATURES, "tracking_uri":
+                        registry.tracking_uri, "run_id": run_id, "task": "binary_classification"}
+    storage = {"storage_path": store.path(tenant, "checkpoints"),
+               "storage_filesystem": store.filesystem()}
+    result = boosting.fit(boosting.prepare(frame, FEATURES, LABEL), configs["train"],
+                          num_workers=1, cpus_per_worker=1, run_name=f"{family}-train",
+                          **storage)
+    fitted = many_models.fit_boosting_in_task(frame, FEATURES, LABEL, configs["task"],
+                                              run_name=f"{family}-task", **storage)
+
+    holdout = frame.loc[frame["split"] == "holdout", FEATURES].to_numpy(np.float32)
+    by_train, by_task = (booster_predictor(family, boosting.load_booster(family, c))(holdout)
+                         for c in (result.checkpoint, fitted.checkpoint))
+    assert np.abs(by_train - by_task).max() < 1e-6
+    assert fitted.metrics["round"] == 10 and fitted.metrics["resumed_at_round"] == 0
+    assert list(fitted.metrics_dataframe["round"]) == [4, 8, 10]
+    assert fitted.metrics["val_logloss"] == pytest.approx(result.metrics["val_logloss"])
+    train_steps = metric_steps(registry, configs["train"]["run_id"])
+    assert metric_steps(registry, configs["task"]["run_id"]) == train_steps
+    assert train_steps["val_auc"] == list(range(10))
+    keys = store.list(tenant, "checkpoints", f"{family}-task")
+    dirs = sorted({k.rsplit("/", 2)[-2] for k in keys})
+    assert dirs == ["round_00004", "round_00008", "round_00010"]
