@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANY_MODELS_MAX_ROWS = 200_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,12 @@ class Settings:
     llm_host: str = "127.0.0.1"
     llm_port: int = 8002
     vllm_python: Path = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
+    # a tenant with at most this many training (split == "train") rows trains its MLP in one
+    # Ray task (training.many_models) instead of a Ray Train fit; 0: every tenant through Ray
+    # Train. 200,000: there the task's 8 default epochs on one core take 11.5 s, what a Ray
+    # Train fit costs beyond its training passes (11-20 s); below it the task wins by that
+    # fixed cost (bench/many_models.py, 2 cores: 100k rows 5.6 s vs 17.3 s, 200k 16.8 vs 31.4)
+    many_models_max_rows: int = DEFAULT_MANY_MODELS_MAX_ROWS
 
     @property
     def dagster_home(self) -> Path:
@@ -175,6 +182,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                env.get("ML_ASSETS_TRITON_BACKEND", "python"), TRITON_BACKENDS),
         triton_python_env=env.get("ML_ASSETS_TRITON_PYTHON_ENV")
         or str(PROJECT_ROOT / TRITON_VENV),
+        many_models_max_rows=_whole_number(
+            "ML_ASSETS_MANY_MODELS_MAX_ROWS",
+            env.get("ML_ASSETS_MANY_MODELS_MAX_ROWS", str(DEFAULT_MANY_MODELS_MAX_ROWS))),
     )
 
 
@@ -183,6 +193,12 @@ def _retention_days(text: str) -> int:
     if days < 1:
         raise ValueError(f"ML_ASSETS_LOG_RETENTION_DAYS={text!r}: want whole days, at least 1")
     return days
+
+
+def _whole_number(variable: str, text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{variable}={text!r}: want a whole number, at least 0")
+    return int(text)
 
 
 def _positive_int(variable: str, text: str) -> int:

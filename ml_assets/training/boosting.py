@@ -100,14 +100,15 @@ class RoundReporter:
     MLflow; every `checkpoint_every_rounds` rounds and at the last round all ranks report to
     Ray Train, rank 0 with the booster as a checkpoint and the buffered metrics flushed."""
 
-    def __init__(self, config: dict[str, Any], start_round: int) -> None:
-        import ray.train
-
+    def __init__(self, config: dict[str, Any], start_round: int, *, rank: int,
+                 world_size: int, save: Any, fault_wait_s: float = 0.0) -> None:
+        """`save(report, checkpoint_dir_name, booster)` reports a round (booster: rank 0's
+        checkpoint, else None); `fault_wait_s`: how long an injected fault waits first."""
         from ml_assets.training.run_metrics import RunMetrics
 
-        context = ray.train.get_context()
         self.config, self.start_round = config, start_round
-        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.rank, self.world_size = rank, world_size
+        self.save, self.fault_wait_s = save, fault_wait_s
         self.created = self.started = time.perf_counter()
         self.cpu_started = time.process_time()
         self.data_seconds = 0.0
@@ -129,8 +130,6 @@ class RoundReporter:
                     final: bool = False) -> None:
         """`rounds`: the rounds in the booster now; `metrics`: {"val_auc": ...} of the last;
         `final`: report the booster as the result whatever the round."""
-        import ray.train
-
         config = self.config
         if self.rank == 0 and metrics and rounds - 1 not in self.logged:
             self.run_metrics.add(rounds - 1, metrics)
@@ -143,19 +142,13 @@ class RoundReporter:
                       # CPU time of the worker process: comparable on a machine shared by others
                       "train_cpu_seconds": time.process_time() - self.cpu_started,
                       "data_seconds": self.data_seconds}
-            name = f"{CHECKPOINT_PREFIX}{rounds:05d}"
-            if self.rank != 0:
-                ray.train.report(report, checkpoint_dir_name=name)
-            else:
+            if self.rank == 0:
                 self.run_metrics.flush()
-                with tempfile.TemporaryDirectory() as directory:
-                    save_booster(config["family"], booster, directory)
-                    ray.train.report(report, checkpoint_dir_name=name,
-                                     checkpoint=ray.train.Checkpoint.from_directory(directory))
+            self.save(report, f"{CHECKPOINT_PREFIX}{rounds:05d}",
+                      booster if self.rank == 0 else None)
         fault = config.get("fault_injection_round")
         if fault == rounds and self.start_round == 0 and self.rank == self.world_size - 1:
-            # give the controller a poll to register the last checkpoint (see ray_training)
-            time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
+            time.sleep(self.fault_wait_s)
             raise RuntimeError(f"injected worker failure after round {rounds} "
                                f"(rank {self.rank})")
 
@@ -179,23 +172,46 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                           filesystem=config["resume_filesystem"])
     booster = load_booster(family, checkpoint) if checkpoint is not None else None
     start = boosted_rounds(family, booster) if booster is not None else 0
-    reporter = RoundReporter(config, start)
+    context = ray.train.get_context()
+
+    def save(report: dict[str, Any], name: str, booster: Any) -> None:
+        if booster is None:
+            ray.train.report(report, checkpoint_dir_name=name)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_booster(family, booster, directory)
+            ray.train.report(report, checkpoint_dir_name=name,
+                             checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    reporter = RoundReporter(
+        config, start, rank=context.get_world_rank(), world_size=context.get_world_size(),
+        save=save,
+        # give the controller a poll to register the last checkpoint (see ray_training)
+        fault_wait_s=5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
+    network = {}
+    if family == "lightgbm" and reporter.world_size > 1:
+        import ray.train.lightgbm
+
+        network = {"tree_learner": "data_parallel", "pre_partition": True,
+                   **ray.train.lightgbm.get_network_params()}
+    boost(family, booster, reporter, *_shard("train", features), *_shard("validation", features),
+          features, threads=max(1, int(config["cpus_per_worker"])), extra_params=network)
+
+
+def boost(family: str, booster: Any, reporter: RoundReporter, x: np.ndarray, y: np.ndarray,
+          x_val: np.ndarray, y_val: np.ndarray, features: list[str], *, threads: int,
+          extra_params: dict[str, Any] | None = None) -> None:
+    """Boost the rounds `booster` (None: a new one) still lacks, the same in a Ray Train worker
+    and in a Ray task, the reporter seeing every round."""
+    config, start = reporter.config, reporter.start_round
     remaining = config["num_boost_round"] - start
     if remaining <= 0:  # the checkpoint already holds every round: report it as the result
         reporter.after_round(booster, start, {}, final=True)
         return
-    x, y = _shard("train", features)
-    x_val, y_val = _shard("validation", features)
-    threads = max(1, int(config["cpus_per_worker"]))
-    params = booster_params(config, config["task"], threads)
+    params = {**booster_params(config, config["task"], threads), **(extra_params or {})}
     if family == "xgboost":
         _boost_xgboost(params, x, y, x_val, y_val, features, remaining, booster, reporter)
     else:
-        if reporter.world_size > 1:
-            import ray.train.lightgbm
-
-            params.update(tree_learner="data_parallel", pre_partition=True,
-                          **ray.train.lightgbm.get_network_params())
         _boost_lightgbm(params, x, y, x_val, y_val, features, remaining, booster, reporter)
 
 

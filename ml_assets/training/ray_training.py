@@ -15,6 +15,7 @@ import pandas as pd
 
 STATE_FILE = "state.pt"
 CHUNK_ROWS = 65_536  # rows per Ray Data batch in the training loop
+VALIDATION_BATCH = 4096
 HEALTH_CHECK_INTERVAL_S = 0.1
 LABEL_COLUMN = "label"  # the label's column in the preprocessed datasets, whatever its name
 BINARY, REGRESSION = "binary_classification", "regression"
@@ -91,24 +92,113 @@ def minibatches(shard: Any, batch_size: int, chunk_rows: int = CHUNK_ROWS) -> An
             yield x[start:start + batch_size], y[start:start + batch_size]
 
 
+def model_and_optimizer(config: dict[str, Any], state: dict[str, Any] | None,
+                        prepare: Any = None) -> tuple[Any, Any, Any]:
+    """The seeded MLP (`prepare`d: DDP and device under Ray Train), its Adam optimizer and the
+    task's loss, both restored from a checkpoint's `state` when given. Binary: one logit, BCE;
+    regression: the value itself, MSE."""
+    import torch
+
+    from ml_assets.training.model import ChurnMLP
+
+    torch.manual_seed(config["seed"])
+    model = ChurnMLP(config["n_features"], config["hidden_sizes"], config["dropout"])
+    if state is not None:
+        model.load_state_dict(state["model"])
+    # the optimizer comes after prepare, so a resumed optimizer state lands on the model's device
+    model = prepare(model) if prepare is not None else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
+                                 weight_decay=config["weight_decay"])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    binary = config.get("task", BINARY) == BINARY
+    return model, optimizer, torch.nn.BCEWithLogitsLoss() if binary else torch.nn.MSELoss()
+
+
+def run_epoch(model: Any, optimizer: Any, loss_fn: Any, batches: Any, validation: Any, *,
+              task: str, epoch: int, start_epoch: int, global_step: int,
+              on_step: Any = None) -> dict[str, float]:
+    """One epoch, the same in a Ray Train worker and in a Ray task: a training pass over
+    `batches` ((x, y) minibatches), then the metrics on `validation` ((x, y) batches).
+    `on_step(global_step, loss)` sees every optimizer step. Returns the epoch's metrics."""
+    import torch
+
+    from ml_assets.training.metrics import task_metrics
+
+    binary = task == BINARY
+    model.train()
+    total, rows, started = 0.0, 0, time.perf_counter()
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        global_step += 1
+        total += loss.item() * len(y)
+        rows += len(y)
+        if on_step is not None:
+            on_step(global_step, loss.item())
+    train_seconds = time.perf_counter() - started  # the pass over the shard
+    model.eval()
+    labels, outputs = [], []
+    with torch.no_grad():
+        for x, y in validation:
+            labels.append(y.cpu().numpy())
+            output = model(x)
+            outputs.append((torch.sigmoid(output) if binary else output).cpu().numpy())
+    y, p = np.concatenate(labels), np.concatenate(outputs)
+    scores = task_metrics(task, y, p)
+    return {
+        "epoch": epoch,
+        "resumed_from_epoch": start_epoch - 1,  # -1: this attempt started from scratch
+        "global_step": global_step,
+        "train_loss": total / max(rows, 1),
+        "epoch_train_seconds": train_seconds,
+        # binary: log loss; regression: MSE, the loss it trains on
+        "val_loss": scores["log_loss"] if binary else scores["rmse"] ** 2,
+        **{f"val_{k}": v for k, v in scores.items() if not (binary and k == "log_loss")},
+    }
+
+
+def step_logger(run_metrics: Any, every: int | None) -> Any:
+    """run_epoch's on_step that buffers `step_train_loss` every `every` optimizer steps; None
+    when no step is logged (not rank 0, no `every`, or the epoch is already in MLflow)."""
+    if run_metrics is None or not every:
+        return None
+
+    def on_step(global_step: int, loss: float) -> None:
+        if global_step % every == 0:
+            run_metrics.add(global_step, {"step_train_loss": loss})
+
+    return on_step
+
+
+def log_epoch(run_metrics: Any, metrics: dict[str, float]) -> None:
+    """The epoch's metrics into the MLflow run at step = epoch, with its buffered steps."""
+    run_metrics.add(int(metrics["epoch"]), {
+        k: v for k, v in metrics.items() if k not in ("epoch", "resumed_from_epoch",
+                                                      "global_step")})
+    run_metrics.flush()
+
+
+def epoch_state(model: Any, optimizer: Any, epoch: int, global_step: int) -> dict[str, Any]:
+    """What an epoch's checkpoint (STATE_FILE) holds: CPU weights, optimizer, progress."""
+    unwrapped = model.module if hasattr(model, "module") else model
+    return {"model": {k: v.cpu() for k, v in unwrapped.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "epoch": epoch, "global_step": global_step}
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One DDP rank. Resumes from the latest checkpoint; rank 0 logs each epoch (and every
-    `log_every_n_steps` optimizer steps) to MLflow. Binary: one logit, BCE; regression: the
-    value itself, MSE."""
+    `log_every_n_steps` optimizer steps) to MLflow."""
     import ray.train
     import ray.train.torch
     import torch
 
-    from ml_assets.training.metrics import task_metrics
-    from ml_assets.training.model import ChurnMLP
     from ml_assets.training.run_metrics import RunMetrics
 
-    torch.manual_seed(config["seed"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    binary = config.get("task", BINARY) == BINARY
-    every = config.get("log_every_n_steps")
-    model = ChurnMLP(config["n_features"], config["hidden_sizes"], config["dropout"])
     state, start_epoch, global_step = None, 0, 0
     checkpoint = ray.train.get_checkpoint()  # this run's latest, after a worker failure
     if checkpoint is None and config.get("resume_from"):  # an earlier, killed attempt's
@@ -116,17 +206,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                           filesystem=config["resume_filesystem"])
     if checkpoint is not None:
         state = load_state(checkpoint)
-        model.load_state_dict(state["model"])
         start_epoch = state["epoch"] + 1
         global_step = state.get("global_step", 0)
-    # device-agnostic: on a GPU worker prepare_model moves the model there and uses NCCL;
-    # the optimizer comes after it, so a resumed optimizer state lands on the model's device
-    model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
-                                 weight_decay=config["weight_decay"])
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    loss_fn = torch.nn.BCEWithLogitsLoss() if binary else torch.nn.MSELoss()
+    # device-agnostic: on a GPU worker prepare_model moves the model there and uses NCCL
+    model, optimizer, loss_fn = model_and_optimizer(config, state,
+                                                    ray.train.torch.prepare_model)
     train_shard = ray.train.get_dataset_shard("train")
     validation = ray.train.get_dataset_shard("validation")
     run_metrics, logged_epochs = None, set()
@@ -135,6 +219,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # a restarted attempt must not log an epoch twice (nor skip one)
         logged_epochs = run_metrics.logged_steps("val_loss")
 
+    def validation_batches() -> Any:
+        # batches arrive on the worker's device (the GPU under use_gpu)
+        for batch in validation.iter_torch_batches(batch_size=VALIDATION_BATCH,
+                                                   dtypes=torch.float32):
+            yield batch["features"], batch[LABEL_COLUMN]
+
     for epoch in range(start_epoch, config["epochs"]):
         fault = config.get("fault_injection_epoch")
         if fault == epoch and start_epoch == 0 and rank == context.get_world_size() - 1:
@@ -142,53 +232,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # and a crash right after the report races that poll (Ray Train v2)
             time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             raise RuntimeError(f"injected worker failure at epoch {epoch} (rank {rank})")
-        model.train()
-        total, rows, started = 0.0, 0, time.perf_counter()
-        for x, y in minibatches(train_shard, config["batch_size"]):
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            global_step += 1
-            total += loss.item() * len(y)
-            rows += len(y)
-            if every and rank == 0 and global_step % every == 0 and epoch not in logged_epochs:
-                run_metrics.add(global_step, {"step_train_loss": loss.item()})
-        train_seconds = time.perf_counter() - started  # the pass over the shard
-        model.eval()
-        labels, probs = [], []
-        with torch.no_grad():
-            # batches arrive on the worker's device (the GPU under use_gpu)
-            for batch in validation.iter_torch_batches(batch_size=4096, dtypes=torch.float32):
-                labels.append(batch[LABEL_COLUMN].cpu().numpy())
-                output = model(batch["features"])
-                probs.append((torch.sigmoid(output) if binary else output).cpu().numpy())
-        y, p = np.concatenate(labels), np.concatenate(probs)
-        scores = task_metrics(config.get("task", BINARY), y, p)
-        metrics = {
-            "epoch": epoch,
-            "resumed_from_epoch": start_epoch - 1,  # -1: this attempt started from scratch
-            "global_step": global_step,
-            "train_loss": total / max(rows, 1),
-            "epoch_train_seconds": train_seconds,
-            # binary: log loss; regression: MSE, the loss it trains on
-            "val_loss": scores["log_loss"] if binary else scores["rmse"] ** 2,
-            **{f"val_{k}": v for k, v in scores.items() if not (binary and k == "log_loss")},
-        }
+        metrics = run_epoch(
+            model, optimizer, loss_fn, minibatches(train_shard, config["batch_size"]),
+            validation_batches(), task=config.get("task", BINARY), epoch=epoch,
+            start_epoch=start_epoch, global_step=global_step,
+            on_step=step_logger(run_metrics if epoch not in logged_epochs else None,
+                                config.get("log_every_n_steps")))
+        global_step = int(metrics["global_step"])
         if rank != 0:
             ray.train.report(metrics)
             continue
         if epoch not in logged_epochs:
-            run_metrics.add(epoch, {k: v for k, v in metrics.items()
-                                    if k not in ("epoch", "resumed_from_epoch", "global_step")})
-            run_metrics.flush()
+            log_epoch(run_metrics, metrics)
         with tempfile.TemporaryDirectory() as directory:
-            unwrapped = model.module if hasattr(model, "module") else model
-            weights = {k: v.cpu() for k, v in unwrapped.state_dict().items()}
-            torch.save({"model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "global_step": global_step}, Path(directory) / STATE_FILE)
+            torch.save(epoch_state(model, optimizer, epoch, global_step),
+                       Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                             checkpoint_dir_name=f"epoch_{epoch:04d}")
+                             checkpoint_dir_name=epoch_dir_name(epoch))
+
+
+def epoch_dir_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
 
 
 def fit(
