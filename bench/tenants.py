@@ -53,8 +53,7 @@ def step_seconds(settings, tenants: list[str]) -> dict[str, float]:
     with instance(settings) as dagster:
         run = dagster.get_runs(dg.RunsFilter(tags={
             "dagster/asset_partition_range_start": tenants[0],
-            "dagster/asset_partition_range_end": tenants[-1]}) if len(tenants) > 1 else
-            dg.RunsFilter(tags={"dagster/partition": tenants[0]}), limit=1)[0]
+            "dagster/asset_partition_range_end": tenants[-1]}), limit=1)[0]
         started, took = {}, {}
         for record in dagster.get_records_for_run(run.run_id, of_type={
                 dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records:

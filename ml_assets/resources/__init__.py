@@ -42,7 +42,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                             # a URL with the database password: resolved at launch, hidden in the UI
                             registry_url=dg.EnvVar("ML_ASSETS_FEAST_REGISTRY")
                             if settings.feast_registry else None),
-        "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus),
+        "ray": RayCluster(address=settings.ray_address, num_cpus=settings.ray_num_cpus,
+                          task_max_rows=settings.many_models_max_rows),
         "llm": LlmServing(vllm_python=str(settings.vllm_python), state_dir=str(settings.llm_dir),
                           gateway_host=settings.llm_host, gateway_port=settings.llm_port,
                           api_keys_path=str(settings.api_keys_path),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import dagster as dg
 
 from ml_assets.tenants import Tenant
+
+_CONNECTING = threading.Lock()
 
 
 class RayCluster(dg.ConfigurableResource):
@@ -12,22 +16,26 @@ class RayCluster(dg.ConfigurableResource):
 
     address: str | None = None
     num_cpus: int = 4  # logical CPUs of a local fallback cluster (Data and Train share them)
+    # a model whose training split is at most this many rows trains in one Ray task, not Ray
+    # Train (ml_assets/training/many_models.py; ML_ASSETS_MANY_MODELS_MAX_ROWS)
+    task_max_rows: int = 200_000
 
     def connect(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            return
-        if self.address:
-            ray.init(address=self.address, log_to_driver=False)
-        else:
-            ray.init(
-                address="local",  # a new cluster, never one that happens to run on this machine
-                num_cpus=self.num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+        with _CONNECTING:  # a run over many tenants trains them from threads
+            if ray.is_initialized():
+                return
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(
+                    address="local",  # a new cluster, never one already on this machine
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
 
 
 class ServeEndpoint(dg.ConfigurableResource):

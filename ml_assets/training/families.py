@@ -69,14 +69,16 @@ def train(
     tracking: Tracking,
     run_name: str,
     resume_from: str | None = None,
+    task_max_rows: int = 0,
 ) -> TrainedModel:
     """Train `config.family` on `rows` (a `split` column: train / validation) in a connected
-    Ray cluster; checkpoints under storage.path/run_name, resumed from `resume_from` (an
-    earlier attempt's checkpoint directory) when given. Returns the logged model's URI and its
-    validation metrics."""
+    Ray cluster: in one Ray task up to `task_max_rows` training rows (many small models train
+    side by side), else Ray Train; checkpoints under storage.path/run_name, resumed from
+    `resume_from` (an earlier attempt's checkpoint directory) when given. Returns the logged
+    model's URI and its validation metrics."""
     import mlflow
 
-    from ml_assets.training import boosting, ray_training
+    from ml_assets.training import boosting, many_models, ray_training
     from ml_assets.training.metrics import task_metrics
     from ml_assets.training.predictor import booster_predictor, torch_predictor
 
@@ -90,12 +92,14 @@ def train(
            "cpus_per_worker": config.cpus_per_worker, "max_failures": config.max_failures,
            "resume_from": resume_from}
     if family == "torch_mlp":
-        data = ray_training.preprocess(rows, features, label)
-        result = ray_training.fit(data, loop_config, use_gpu=config.use_gpu, **run)
+        result, data = fit_torch(config, rows, features, label, loop_config, run, task_max_rows)
         model = torch_model(ray_training.load_state(result.checkpoint), data, config, task)
         predict = torch_predictor(model)
     else:
-        result = boosting.fit(boosting.prepare(rows, features, label), loop_config, **run)
+        result = (many_models.fit_boosting_in_task(rows, features, label, loop_config,
+                                                   **_task_args(run))
+                  if many_models.use_task(rows, config, task_max_rows) else
+                  boosting.fit(boosting.prepare(rows, features, label), loop_config, **run))
         model = boosting.load_booster(family, result.checkpoint)
         predict = booster_predictor(family, model)
     validation = rows.loc[rows["split"] == "validation"]
@@ -110,6 +114,26 @@ def train(
     return TrainedModel(family=family, model_uri=model_uri,
                         metrics={f"val_{k}": v for k, v in scores.items()},
                         checkpoint=result.checkpoint, result=result, predict=predict)
+
+
+def fit_torch(config: ExperimentConfig, rows: pd.DataFrame, features: Sequence[str],
+              label: str, loop_config: dict, run: dict, task_max_rows: int) -> tuple[Any, Any]:
+    """(result, preprocessing) of the MLP: fitted in one Ray task up to `task_max_rows`
+    training rows, else with Ray Train. `run`: ray_training.fit's keyword arguments."""
+    from ml_assets.training import many_models, ray_training
+
+    if many_models.use_task(rows, config, task_max_rows):
+        result = many_models.fit_in_task(rows, list(features), label, loop_config,
+                                         **_task_args(run))
+        return result, result.data
+    data = ray_training.preprocess(rows, features, label)
+    return ray_training.fit(data, loop_config, use_gpu=config.use_gpu, **run), data
+
+
+def _task_args(run: dict) -> dict:
+    """ray_training.fit's arguments a task takes (its retries come from loop_config)."""
+    return {k: run[k] for k in ("storage_path", "storage_filesystem", "run_name",
+                                "resume_from")}
 
 
 def torch_model(state: dict, data: Any, config: ExperimentConfig, task: str) -> Any:

@@ -52,9 +52,12 @@ class TaskFit:
     data: TaskData  # the preprocessing, for the served model
 
 
-def use_task(rows: int, settings: Any) -> bool:
-    """Whether a tenant's `rows` training rows train in one Ray task rather than Ray Train."""
-    return rows <= settings.many_models_max_rows
+def use_task(rows: pd.DataFrame, config: Any, max_rows: int) -> bool:
+    """Whether a fit trains in one Ray task rather than Ray Train: its training split has at
+    most `max_rows` rows and it asks for one worker and no GPU (asking for more is asking for
+    Ray Train)."""
+    return (int((rows["split"] == "train").sum()) <= max_rows and config.num_workers == 1
+            and not getattr(config, "use_gpu", False))
 
 
 def preprocess(frame: pd.DataFrame, features: Sequence[str], label: str) -> TaskData:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ml_assets.data import churn_data
+from ml_assets.resources import build_resources
 from ml_assets.resources.mlflow import MlflowRegistry
 from ml_assets.schema import FEATURES, LABEL, TIMESTAMP
 from ml_assets.settings import load_settings
@@ -171,10 +172,20 @@ def test_tasks_train_together_each_into_its_own_run_and_one_bad_fails_alone(
 
 
 def test_small_tenants_use_a_task_up_to_the_setting():
+    from ml_assets.training.config import resolve
+
     settings = load_settings({"ML_ASSETS_MANY_MODELS_MAX_ROWS": "5000"})
     assert settings.many_models_max_rows == 5000
-    assert many_models.use_task(5000, settings)
-    assert not many_models.use_task(5001, settings)
+    assert build_resources(settings)["ray"].task_max_rows == 5000
+    rows = pd.DataFrame({"split": ["train"] * 5000 + ["validation"] * 900})
+    torch_config = resolve({}, "torch_mlp", {})
+    assert many_models.use_task(rows, torch_config, 5000)
+    assert not many_models.use_task(pd.concat([rows, rows.head(1)]), torch_config, 5000)
+    # more workers or a GPU is a request for Ray Train
+    assert not many_models.use_task(rows, torch_config.model_copy(update={"num_workers": 2}),
+                                    5000)
+    assert not many_models.use_task(rows, torch_config.model_copy(update={"use_gpu": True}),
+                                    5000)
     with pytest.raises(ValueError, match="ML_ASSETS_MANY_MODELS_MAX_ROWS"):
         load_settings({"ML_ASSETS_MANY_MODELS_MAX_ROWS": "lots"})
 

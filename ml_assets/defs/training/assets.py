@@ -120,6 +120,7 @@ def trained_model(
     epoch's validation metrics go to MLflow and its checkpoint to the tenant's object-store
     prefix. The model is logged to MLflow with its signature and preprocessing inside."""
     from ml_assets.training import ray_training
+    from ml_assets.training.families import fit_torch
 
     tenant, case = tenant_of(context), use_case_of(context)
     config = resolve(config.model_dump(), case.training.family, case.training.params)
@@ -156,24 +157,18 @@ def trained_model(
         if config.family != "torch_mlp":
             return _trained_boosting(context, config, training_features, tenant, run_id,
                                      run_name, resume_from, data_version, mlflow, object_store,
-                                     events)
-        data = ray_training.preprocess(training_features, case.features, case.label.column)
-        # rank 0 logs each epoch to MLflow as it ends: show it in the run log as it happens
+                                     events, ray.task_max_rows)
+        loop_config = {**config.model_dump(), "tracking_uri": mlflow.tracking_uri,
+                       "run_id": run_id, "task": case.label.task}
+        run = {"storage_path": object_store.path(tenant, "checkpoints"),
+               "storage_filesystem": object_store.filesystem(), "run_name": run_name,
+               "resume_from": resume_from, "num_workers": config.num_workers,
+               "cpus_per_worker": config.cpus_per_worker, "max_failures": config.max_failures}
+        # rank 0 (or the task) logs each epoch to MLflow as it ends: the run log shows it
         with streamed_lines(lambda: epoch_lines(mlflow, run_id, config.epochs),
                             context.log.info):
-            result = ray_training.fit(
-                data,
-                {**config.model_dump(), "tracking_uri": mlflow.tracking_uri, "run_id": run_id,
-                 "task": case.label.task},
-                num_workers=config.num_workers,
-                use_gpu=config.use_gpu,
-                cpus_per_worker=config.cpus_per_worker,
-                max_failures=config.max_failures,
-                resume_from=resume_from,
-                storage_path=object_store.path(tenant, "checkpoints"),
-                storage_filesystem=object_store.filesystem(),
-                run_name=run_name,
-            )
+            result, data = fit_torch(config, training_features, case.features,
+                                     case.label.column, loop_config, run, ray.task_max_rows)
         history = result.metrics_dataframe
         for resumed in sorted({int(e) for e in history.get("resumed_from_epoch", []) if e >= 0}):
             context.log.info(f"restored from checkpoint epoch_{resumed:04d} and continued")
@@ -211,7 +206,7 @@ def trained_model(
 def _trained_boosting(context: dg.AssetExecutionContext, config, training_features: pd.DataFrame,
                       tenant: Tenant, run_id: str, run_name: str, resume_from: str | None,
                       data_version: str, mlflow: MlflowRegistry, object_store: ObjectStore,
-                      events: LifecycleEvents) -> dg.Output[dict]:
+                      events: LifecycleEvents, task_max_rows: int) -> dg.Output[dict]:
     """trained_model for the boosted-tree families: train through Ray Train (per-round metrics
     in MLflow, checkpoints on the object store), log the reference profile, finish the run."""
     from ml_assets.training.families import CheckpointStorage, Tracking, train
@@ -226,7 +221,7 @@ def _trained_boosting(context: dg.AssetExecutionContext, config, training_featur
                         storage=CheckpointStorage(object_store.path(tenant, "checkpoints"),
                                                   object_store.filesystem()),
                         tracking=Tracking(mlflow.tracking_uri, run_id), run_name=run_name,
-                        resume_from=resume_from)
+                        resume_from=resume_from, task_max_rows=task_max_rows)
     resumed = int(trained.result.metrics.get("resumed_at_round", 0))
     if resumed:
         context.log.info(f"restored from checkpoint round_{resumed:05d} and continued")
@@ -255,7 +250,13 @@ def _trained_boosting(context: dg.AssetExecutionContext, config, training_featur
     )
 
 
+# tenants a run over many trains at once: their Ray tasks share the cluster's CPUs while
+# the step's threads start runs and log models to MLflow
+TENANTS_AT_ONCE = 8
+
+
 def build(use_case: UseCase) -> list[dg.AssetsDefinition]:
     return [use_case_asset(use_case, trained_model, names.TRAINED_MODEL, "training",
                            {"ray", "pytorch", "mlflow", "s3"},  # s3: the checkpoints
-                           upstream=(names.TRAINING_FEATURES, names.HYPERPARAMETER_SEARCH))]
+                           upstream=(names.TRAINING_FEATURES, names.HYPERPARAMETER_SEARCH),
+                           threads=TENANTS_AT_ONCE)]
