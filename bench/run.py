@@ -18,7 +18,8 @@ from pathlib import Path
 from bench.common import RESULTS
 
 # run order: graph writes what no_platform compares against; others' benches run if present
-BENCHES = ["pit_join", "pit_join_two_views", "graph", "no_platform", "training", "gbm_training",
+BENCHES = ["pit_join", "pit_join_two_views", "graph", "tenants", "no_platform", "training",
+           "many_models", "gbm_training",
            "events", "drift", "monitoring_history", "serving", "serving_tenants", "triton"]
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"

@@ -37,6 +37,11 @@ class TenantFailed:
     def __str__(self) -> str:
         return f"{self.asset} failed for this tenant in run {self.run_id}: {self.error}"
 
+    @property
+    def cause(self) -> str:
+        """The failure that started it: what a step skipping this tenant names."""
+        return self.error if self.error.startswith("skipped: ") else f"skipped: {self}"
+
 
 class UpstreamFailed(Exception):
     """A step's input is a tenant's TenantFailed: the step does nothing for that tenant."""
@@ -144,11 +149,11 @@ def _over_tenants(body: Callable, generator: bool, context: dg.AssetExecutionCon
     def one(tenant: str) -> _Outcome:
         upstream = {name: kwargs[name] if len(tenants) == 1 else kwargs[name][tenant]
                     for name in inputs}
-        failed = [str(value) for value in upstream.values() if isinstance(value, TenantFailed)]
+        failed = [value.cause for value in upstream.values() if isinstance(value, TenantFailed)]
         if tenant in upstream_failed:
-            failed.append(upstream_failed[tenant])
+            failed.append(f"skipped: {upstream_failed[tenant]}")
         if failed:
-            return _Outcome(failed=TenantFailed(asset, f"skipped: {failed[0]}", run_id))
+            return _Outcome(failed=TenantFailed(asset, failed[0], run_id))
         try:
             result = body(TenantContext(context, tenant), **{**kwargs, **upstream})
             outcome = _outcome(list(result) if generator else [result])

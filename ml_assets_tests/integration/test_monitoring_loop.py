@@ -281,3 +281,43 @@ def test_a_new_staging_version_rolls_out_shadow_canary_steps_then_production(
                       ("canary", 50, rollout.ACTOR), (None, 0, rollout.ACTOR)]
     spell = production_history(events.outbox(), rolled)[-1]
     assert (spell.version, spell.promoted_by) == (candidate, rollout.ACTOR)
+
+
+def test_every_tenant_is_monitored_in_one_run_with_checks_per_tenant(dagster_postgres,
+                                                                      server_resources):
+    """What monitoring_schedule asks for many deployed tenants: one run over their range, one
+    read of each tenant's window, each tenant's checks recorded as its own."""
+    from ml_assets.monitoring import check_history
+
+    instance, resources = dagster_postgres, server_resources
+    drifting, steady = Tenant("batch-drifting"), Tenant("batch-steady")
+    instance.add_dynamic_partitions("tenant", [drifting.key, steady.key])
+    for tenant in (drifting, steady):
+        assert register_with_profiles(resources["mlflow"], tenant, 1) == ["1"]
+    write_log(resources, drifting, LogSpec(version="1", prediction_shift=3.0, seed=21))
+    write_log(resources, steady, LogSpec(version="1", seed=22))
+    result = dg.materialize([model_monitoring], instance=instance, resources=resources,
+                            tags={"dagster/asset_partition_range_start": drifting.key,
+                                  "dagster/asset_partition_range_end": steady.key})
+    assert result.success
+    steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert steps == ["churn__model_monitoring"]  # one step for both tenants
+    history = {t.key: [e for _, e in check_history.evaluations(
+        instance, monitoring.PREDICTION_DRIFT, t, limit=5)] for t in (drifting, steady)}
+    assert [(e.passed, e.severity) for e in history[drifting.key]] == [
+        (False, dg.AssetCheckSeverity.ERROR)]
+    assert history[drifting.key][0].metadata["rows"].value == 2000
+    assert [e.passed for e in history[steady.key]] == [True]
+    # the run's own result of the check warns, naming the tenant (an error blocks nothing here,
+    # but would block every tenant's steps after a blocking check)
+    (run_level,) = [e for e in result.get_asset_check_evaluations()
+                    if e.partition is None and e.check_name == monitoring.PREDICTION_DRIFT]
+    assert not run_level.passed and run_level.severity == dg.AssetCheckSeverity.WARN
+    assert f"failed: {drifting.key}" in run_level.description
+    metadata = {e.partition: e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+    assert metadata[steady.key]["requests"].value == metadata[drifting.key]["requests"].value > 0
+    outbox = resources["events"].outbox()
+    assert [e.data["check"] for e in outbox.events(drifting.key)
+            if e.type == EventType.MODEL_DRIFT_DETECTED] == [monitoring.PREDICTION_DRIFT]
+    assert [e for e in outbox.events(steady.key) if e.type == EventType.MODEL_DRIFT_DETECTED] == []
