@@ -52,6 +52,17 @@ def start_ray_head(settings) -> subprocess.Popen:
     return head
 
 
+def fresh_state(prefix: str):
+    """A throw-away state folder and a free Serve port for this process: (folder, settings)."""
+    from ml_assets.settings import load_settings
+    from ml_assets_testing.servers import free_port
+
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.update({"ML_ASSETS_STATE_DIR": str(state),
+                       "ML_ASSETS_SERVE_PORT": str(free_port())})
+    return state, load_settings()
+
+
 def machine_cpu_seconds() -> float:
     """CPU time the whole machine has spent busy (every process: steps, Ray's workers and
     actors, servers), from /proc/stat: a scenario's share is the difference around it."""
@@ -60,17 +71,19 @@ def machine_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
-def run_graph(settings, tenant: str, config: Path | None = None) -> float:
+def run_graph(settings, tenant: str, config: Path | None = None,
+              partitions: list[str] | None = None) -> float:
     """The command the CLI runs (cli.materialize with a selection: `dagster asset materialize`)
-    for GRAPH and the tenant, with an optional run config file; its wall time. Its log goes to
-    the state folder."""
+    for GRAPH and the tenant (or the `partitions` arguments given instead), with an optional
+    run config file; its wall time. Its log goes to the state folder."""
     from ml_assets.cli.ray_cluster import ray_env
     from ml_assets.settings import PROJECT_ROOT
 
     env = {**ray_env(), "RAY_ADDRESS": settings.ray_address_file.read_text().strip(),
            "DAGSTER_HOME": str(settings.dagster_home)}
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
-               "ml_assets.definitions", "--select", ",".join(GRAPH), "--partition", tenant]
+               "ml_assets.definitions", "--select", ",".join(f"churn/{a}" for a in GRAPH),
+               *(partitions or ["--partition", tenant])]
     if config:
         command += ["-c", str(config)]
     log = settings.state_dir / f"{tenant}-{time.time_ns()}.log"
@@ -126,13 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from ml_assets.cli.tenants import tenant_add
     from ml_assets.data import churn_data
-    from ml_assets.settings import load_settings
-    from ml_assets_testing.servers import free_port
 
-    state = Path(tempfile.mkdtemp(prefix="bench-graph-"))
-    os.environ.update({"ML_ASSETS_STATE_DIR": str(state),
-                       "ML_ASSETS_SERVE_PORT": str(free_port())})
-    settings = load_settings()
+    state, settings = fresh_state("bench-graph-")
     spec = churn_data.ChurnDataSpec(customers=args.customers)
     tenants = [f"tenant-{i}" for i in range(args.tenants)]
     for tenant in tenants:

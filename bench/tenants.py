@@ -12,36 +12,18 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 from bench.common import report
-from bench.graph import GRAPH, machine_cpu_seconds, start_ray_head
+from bench.graph import GRAPH, fresh_state, machine_cpu_seconds, run_graph, start_ray_head
 
 GOAL_S = 600  # 100 tenants in under 10 minutes on 2 cores
 
 
 def run_range(settings, tenants: list[str]) -> float:
     """The CLI's materialize of GRAPH over the tenants' range as one run; its wall time."""
-    from ml_assets.cli.ray_cluster import ray_env
-    from ml_assets.settings import PROJECT_ROOT
-
-    env = {**ray_env(), "RAY_ADDRESS": settings.ray_address_file.read_text().strip(),
-           "DAGSTER_HOME": str(settings.dagster_home)}
-    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
-               "ml_assets.definitions", "--select", ",".join(f"churn/{a}" for a in GRAPH),
-               "--partition-range", f"{tenants[0]}...{tenants[-1]}"]
-    log = settings.state_dir / f"run-{len(tenants)}.log"
-    started = time.perf_counter()
-    with log.open("w") as out:
-        done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out)
-    if done.returncode:
-        raise RuntimeError(f"the run over {len(tenants)} tenants failed; its log: {log}\n"
-                           + log.read_text()[-3000:])
-    return time.perf_counter() - started
+    return run_graph(settings, f"{len(tenants)}-tenants", partitions=[
+        "--partition-range", f"{tenants[0]}...{tenants[-1]}"])
 
 
 def step_seconds(settings, tenants: list[str]) -> dict[str, float]:
@@ -98,13 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from ml_assets.cli.tenants import tenant_add
     from ml_assets.data import churn_data
-    from ml_assets.settings import load_settings
-    from ml_assets_testing.servers import free_port
 
-    state = Path(tempfile.mkdtemp(prefix="bench-tenants-"))
-    os.environ.update({"ML_ASSETS_STATE_DIR": str(state),
-                       "ML_ASSETS_SERVE_PORT": str(free_port())})
-    settings = load_settings()
+    state, settings = fresh_state("bench-tenants-")
     spec = churn_data.ChurnDataSpec(customers=args.customers)
     rows = []
     head = start_ray_head(settings)

@@ -106,23 +106,33 @@ def fit_in_task(
     every epoch at storage_path/run_name/epoch_NNNN, resumed from `resume_from` (a checkpoint
     directory in the same filesystem) when given. Blocks until the task ends; call it from
     threads to train many tenants at once."""
+    data = preprocess(frame, features, label)
+    config = {**loop_config, "n_features": len(data.features)}
+    history, checkpoint = _run_task(_remote_train(), data, config, storage_path,
+                                    storage_filesystem, run_name, resume_from,
+                                    ("epoch_", STATE_FILE))
+    return TaskFit(metrics=history[-1] if history else {},
+                   metrics_dataframe=pd.DataFrame(history), data=data, checkpoint=checkpoint)
+
+
+def _run_task(remote: Any, data: Any, config: dict[str, Any], storage_path: str,
+              storage_filesystem: Any, run_name: str, resume_from: str | None,
+              checkpoint_kind: tuple[str, str]) -> tuple[list[dict], Any]:
+    """Run one training task to its end: (its reports, a ray.train.Checkpoint of the newest
+    checkpoint directory of `checkpoint_kind`: (directory prefix, the file it holds))."""
     import ray
     import ray.train
 
-    data = preprocess(frame, features, label)
-    config = {**loop_config, "n_features": len(data.features)}
     # a crashed attempt restarts from its last checkpoint, as Ray Train's max_failures does
     retries = int(config.get("max_failures", 0))
-    task = _remote_train().options(max_retries=retries, retry_exceptions=retries > 0,
-                                   name=f"fit_in_task:{run_name}")
+    task = remote.options(max_retries=retries, retry_exceptions=retries > 0,
+                          name=f"train:{run_name}")
     run_dir = f"{storage_path.rstrip('/')}/{run_name}"
-    history = ray.get(task.remote(data, config, storage_filesystem, run_dir, resume_from))
-    last = _latest_epoch_dir(storage_filesystem, run_dir)
+    reports = ray.get(task.remote(data, config, storage_filesystem, run_dir, resume_from))
+    last = _latest_dir(storage_filesystem, run_dir, *checkpoint_kind)
     if last is None:
         raise RuntimeError(f"the task wrote no checkpoint under {run_dir}")
-    return TaskFit(metrics=history[-1] if history else {},
-                   metrics_dataframe=pd.DataFrame(history), data=data,
-                   checkpoint=ray.train.Checkpoint(last, filesystem=storage_filesystem))
+    return reports, ray.train.Checkpoint(last, filesystem=storage_filesystem)
 
 
 @functools.cache
@@ -148,10 +158,13 @@ def _train(data: TaskData, config: dict[str, Any], filesystem: Any, run_dir: str
             state = torch.load(io.BytesIO(file.readall()), weights_only=True,
                                map_location="cpu")
         start_epoch, global_step = state["epoch"] + 1, state.get("global_step", 0)
+    if start_epoch >= config["epochs"]:
+        # an earlier attempt trained every epoch (its driver died after the task finished)
+        return [_logged_epoch(config, start_epoch - 1, global_step)]
     model, optimizer, loss_fn = model_and_optimizer(config, state)
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
-    validation_x = torch.from_numpy(data.validation_x)
-    validation_y = torch.from_numpy(data.validation_y)
+    # copies: the arrays arrive read-only from Ray's object store
+    train_x, train_y = torch.tensor(data.train_x), torch.tensor(data.train_y)
+    validation_x, validation_y = torch.tensor(data.validation_x), torch.tensor(data.validation_y)
     batch_size = config["batch_size"]
     run_metrics = RunMetrics(config["tracking_uri"], config["run_id"])
     logged_epochs = run_metrics.logged_steps("val_loss")
@@ -180,6 +193,16 @@ def _train(data: TaskData, config: dict[str, Any], filesystem: Any, run_dir: str
             file.write(buffer.getvalue())
         history.append(metrics)
     return history
+
+
+def _logged_epoch(config: dict[str, Any], epoch: int, global_step: int) -> dict[str, Any]:
+    """The last epoch's metrics as its attempt logged them to the MLflow run: the report of an
+    attempt with nothing left to train."""
+    from mlflow import MlflowClient
+
+    logged = MlflowClient(config["tracking_uri"]).get_run(config["run_id"]).data.metrics
+    return {**{k: v for k, v in logged.items() if not k.startswith("step_")},
+            "epoch": epoch, "resumed_from_epoch": epoch, "global_step": global_step}
 
 
 def _latest_epoch_dir(filesystem: Any, run_dir: str) -> str | None:
@@ -221,9 +244,6 @@ def fit_boosting_in_task(
     """`boosting.fit` with one worker, in one Ray task of one CPU: the same params, per-round
     metrics in the MLflow run and booster checkpoints at storage_path/run_name/round_NNNNN.
     loop_config: the boosting config's fields, task, tracking_uri and run_id."""
-    import ray
-    import ray.train
-
     features = list(features)
     missing = [c for c in [*features, label, "split"] if c not in frame.columns]
     if missing:
@@ -235,16 +255,11 @@ def fit_boosting_in_task(
             raise ValueError(f"no {name!r} rows to train on")
         arrays += [rows[features].to_numpy(np.float32), rows[label].to_numpy(np.float32)]
     config = {**loop_config, "features": features}
-    retries = int(config.get("max_failures", 0))
-    task = _remote_boost().options(max_retries=retries, retry_exceptions=retries > 0,
-                                   name=f"fit_boosting_in_task:{run_name}")
-    run_dir = f"{storage_path.rstrip('/')}/{run_name}"
-    reports = ray.get(task.remote(arrays, config, storage_filesystem, run_dir, resume_from))
-    last = _latest_dir(storage_filesystem, run_dir, "round_", _booster_file(config["family"]))
-    if last is None:
-        raise RuntimeError(f"the task wrote no checkpoint under {run_dir}")
+    reports, checkpoint = _run_task(_remote_boost(), arrays, config, storage_path,
+                                    storage_filesystem, run_name, resume_from,
+                                    ("round_", _booster_file(config["family"])))
     return BoostingTaskFit(metrics=reports[-1], metrics_dataframe=pd.DataFrame(reports),
-                           checkpoint=ray.train.Checkpoint(last, filesystem=storage_filesystem))
+                           checkpoint=checkpoint)
 
 
 @functools.cache

@@ -140,6 +140,22 @@ def test_a_task_resumes_from_a_checkpoint(store, mlflow_server, ray_cluster):
     assert metric_steps(registry, config["run_id"])["val_loss"] == [0, 1, 2, 3]
 
 
+def test_a_rerun_after_every_epoch_was_trained_reports_the_last_epoch(store, mlflow_server,
+                                                                     ray_cluster):
+    """The driver died after its task finished (a task outlives a killed driver for a moment):
+    the rerun trains nothing and reports the last epoch as the run logged it."""
+    registry, tenant, frame = MlflowRegistry(tracking_uri=mlflow_server), Tenant("done"), \
+        churn_frame("done")
+    config = loop_config(registry, tenant, "done", epochs=2)
+    first = fit_task(store, tenant, frame, config, "done")
+    again = fit_task(store, tenant, frame, config, "done")
+    assert again.metrics["val_loss"] == pytest.approx(first.metrics["val_loss"])
+    assert again.metrics["val_roc_auc"] == pytest.approx(first.metrics["val_roc_auc"])
+    assert (again.metrics["epoch"], again.metrics["resumed_from_epoch"]) == (1, 1)
+    assert again.metrics["global_step"] == first.metrics["global_step"]
+    assert metric_steps(registry, config["run_id"])["val_loss"] == [0, 1]  # nothing relogged
+
+
 def test_tasks_train_together_each_into_its_own_run_and_one_bad_fails_alone(
         store, mlflow_server, ray_cluster):
     registry = MlflowRegistry(tracking_uri=mlflow_server)

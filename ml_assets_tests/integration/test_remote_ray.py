@@ -138,7 +138,8 @@ def test_assets_run_on_the_cluster_at_ray_address(remote_run, ray_cluster_apart)
     assert remote_run["cluster_cpus"] == WORKER_CPUS
     # the cluster's own record: the training workers ran on the worker node, none beside the
     # driver on the head (which has no CPUs to give them)
-    assert "RayTrainWorker" in ray_cluster_apart.worker.worker_logs()
+    # the tenant's small model trained in one Ray task on the cluster's worker node
+    assert ":task_name:train:churn-mlp-" in ray_cluster_apart.worker.worker_logs()
     assert "RayTrainWorker" not in ray_cluster_apart.head.worker_logs()
 
 

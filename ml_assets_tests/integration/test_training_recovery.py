@@ -93,8 +93,11 @@ def test_a_driver_killed_mid_training_is_resumed_by_the_rerun(recovery_resources
     # these 400 customers takes ~0.2 s
     tenant, epochs = "pied-piper", 20
     config = {"epochs": epochs, "num_workers": 1, "cpus_per_worker": 1}  # same as train()'s
+    # through Ray Train, whose trainer and workers die with their driver: a small model's
+    # task may finish before Ray reaps it (test_many_models covers that rerun)
+    ray_train = {"ML_ASSETS_MANY_MODELS_MAX_ROWS": "0"}
     args = {"env": {"ML_ASSETS_STATE_DIR": str(settings.state_dir),
-                    "RAY_ADDRESS": ray.get_runtime_context().gcs_address},
+                    "RAY_ADDRESS": ray.get_runtime_context().gcs_address, **ray_train},
             "s3": s3_endpoint, "bucket": BUCKET, "tenant": tenant,
             "run_config": {"ops": {"churn__trained_model": {"config": config}}}}
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(args)],
@@ -113,7 +116,8 @@ def test_a_driver_killed_mid_training_is_resumed_by_the_rerun(recovery_resources
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", [tenant])
-        result = train(instance, recovery_resources, tenant, **config)
+        result = train(instance, {**recovery_resources, "ray": recovery_resources[
+            "ray"].model_copy(update={"task_max_rows": 0})}, tenant, **config)
         assert result.success
         logs = run_logs(instance, result)
     trained = result.output_for_node("churn__trained_model")
