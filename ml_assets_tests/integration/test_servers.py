@@ -60,9 +60,16 @@ def server_resources(settings, s3_endpoint, mlflow_server, broker, tmp_path_fact
 
 @pytest.fixture(scope="module")
 def server_run(dagster_postgres, server_resources, ray_cluster):
+    from ray import serve
+
+    from ml_assets.serving.app import APP_NAME
+
     result = materialize(dagster_postgres, server_resources, UMBRELLA.key)
-    return {key: result.output_for_node(f"churn__{key}") for key in
-            ("training_features", "trained_model", "registered_model", "deployed_endpoint")}
+    yield {key: result.output_for_node(f"churn__{key}") for key in
+           ("training_features", "trained_model", "registered_model", "deployed_endpoint")}
+    # the session's one Serve app may have started here, logging to this module's S3 bucket:
+    # the next module's deploy starts it again with its own object store
+    serve.delete(APP_NAME)
 
 
 def test_runs_and_materializations_live_in_postgres(server_run, dagster_postgres):
