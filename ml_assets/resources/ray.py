@@ -6,6 +6,7 @@ import threading
 
 import dagster as dg
 
+from ml_assets.settings import DEFAULT_MANY_MODELS_MAX_ROWS
 from ml_assets.tenants import Tenant
 
 _CONNECTING = threading.Lock()
@@ -18,7 +19,7 @@ class RayCluster(dg.ConfigurableResource):
     num_cpus: int = 4  # logical CPUs of a local fallback cluster (Data and Train share them)
     # a model whose training split is at most this many rows trains in one Ray task, not Ray
     # Train (ml_assets/training/many_models.py; ML_ASSETS_MANY_MODELS_MAX_ROWS)
-    task_max_rows: int = 200_000
+    task_max_rows: int = DEFAULT_MANY_MODELS_MAX_ROWS
 
     def connect(self) -> None:
         import ray
