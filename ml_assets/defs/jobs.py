@@ -19,5 +19,6 @@ def build(use_case: UseCase) -> list:
         | dg.AssetSelection.checks(*contract_check_keys(use_case)),
         partitions_def=tenant_partitions,
         description=f"{use_case.name}: features -> trained model -> evaluation -> registered "
-        "version -> live endpoint, for one tenant partition.",
+        "version -> live endpoint, for a tenant partition, or for many in one run (a "
+        "backfill: each tenant on its own, a failed tenant stops alone).",
     )]
