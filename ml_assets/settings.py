@@ -69,9 +69,10 @@ class Settings:
     vllm_python: Path = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
     # a model with at most this many training (split == "train") rows, one worker and no GPU
     # trains in one Ray task (training.many_models) instead of a Ray Train fit; 0: every model
-    # through Ray Train. 200,000: there the task's 8 default epochs on one core take 11.5 s, what a Ray
-    # Train fit costs beyond its training passes (11-20 s); below it the task wins by that
-    # fixed cost (bench/many_models.py, 2 cores: 100k rows 5.6 s vs 17.3 s, 200k 16.8 vs 31.4)
+    # through Ray Train. 200,000: there the task's 8 default epochs on one core take 11.5 s,
+    # what a Ray Train fit costs beyond its training passes (11-20 s); below it the task wins
+    # by that fixed cost (bench/many_models.py, 2 cores: 100k rows 5.6 s vs 17.3 s, 200k 16.8
+    # vs 31.4)
     many_models_max_rows: int = DEFAULT_MANY_MODELS_MAX_ROWS
 
     @property
