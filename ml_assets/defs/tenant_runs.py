@@ -12,7 +12,7 @@ import json
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -73,14 +73,14 @@ class _Outcome:
     """What a tenant's body gave: its output (or failure), metadata and check results."""
 
     value: Any = None
-    metadata: dict | None = None
+    metadata: dict = field(default_factory=dict)
     materialize_only: bool = False
-    checks: list[dg.AssetCheckResult] | None = None
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)
     failed: TenantFailed | None = None
 
 
 def _outcome(events: list) -> _Outcome:
-    outcome = _Outcome(metadata={}, checks=[])
+    outcome = _Outcome()
     for event in events:
         if isinstance(event, dg.Output):
             outcome.value, outcome.metadata = event.value, dict(event.metadata)
@@ -180,7 +180,7 @@ def _over_tenants(body: Callable, generator: bool, context: dg.AssetExecutionCon
     if failed:
         context.instance.add_run_tags(run_id, {failed_tag(context.asset_key): json.dumps(failed)})
     for tenant, outcome in outcomes.items():
-        metadata = dict(outcome.metadata or {})
+        metadata = dict(outcome.metadata)
         if outcome.failed is not None:
             metadata["tenant_failed"] = outcome.failed.error
         context.add_asset_metadata(metadata, partition_key=tenant)
@@ -200,7 +200,7 @@ def _check_results(context: dg.AssetExecutionContext,
     blocks no other tenant's steps."""
     for spec in _check_specs(context):
         yield _recorded(context, spec, {t: c for t, o in outcomes.items()
-                                        for c in o.checks or [] if c.check_name == spec.name})
+                                        for c in o.checks if c.check_name == spec.name})
 
 
 def _check_specs(context: dg.AssetExecutionContext) -> list[dg.AssetCheckSpec]:

@@ -87,10 +87,7 @@ def train(
     features, family = list(features), config.family
     loop_config = {**config.model_dump(), "features": features, "task": task,
                    "tracking_uri": tracking.tracking_uri, "run_id": tracking.run_id}
-    run = {"storage_path": storage.path, "storage_filesystem": storage.filesystem,
-           "run_name": run_name, "num_workers": config.num_workers,
-           "cpus_per_worker": config.cpus_per_worker, "max_failures": config.max_failures,
-           "resume_from": resume_from}
+    run = fit_args(config, storage, run_name, resume_from)
     if family == "torch_mlp":
         result, data = fit_torch(config, rows, features, label, loop_config, run, task_max_rows)
         model = torch_model(ray_training.load_state(result.checkpoint), data, config, task)
@@ -114,6 +111,15 @@ def train(
     return TrainedModel(family=family, model_uri=model_uri,
                         metrics={f"val_{k}": v for k, v in scores.items()},
                         checkpoint=result.checkpoint, result=result, predict=predict)
+
+
+def fit_args(config: Any, storage: CheckpointStorage, run_name: str,
+             resume_from: str | None) -> dict[str, Any]:
+    """The keyword arguments of a family's Ray Train `fit`: where it checkpoints, its workers."""
+    return {"storage_path": storage.path, "storage_filesystem": storage.filesystem,
+            "run_name": run_name, "num_workers": config.num_workers,
+            "cpus_per_worker": config.cpus_per_worker, "max_failures": config.max_failures,
+            "resume_from": resume_from}
 
 
 def fit_torch(config: ExperimentConfig, rows: pd.DataFrame, features: Sequence[str],

@@ -120,7 +120,7 @@ def trained_model(
     epoch's validation metrics go to MLflow and its checkpoint to the tenant's object-store
     prefix. The model is logged to MLflow with its signature and preprocessing inside."""
     from ml_assets.training import ray_training
-    from ml_assets.training.families import fit_torch
+    from ml_assets.training.families import CheckpointStorage, fit_args, fit_torch
 
     tenant, case = tenant_of(context), use_case_of(context)
     config = resolve(config.model_dump(), case.training.family, case.training.params)
@@ -160,10 +160,9 @@ def trained_model(
                                      events, ray.task_max_rows)
         loop_config = {**config.model_dump(), "tracking_uri": mlflow.tracking_uri,
                        "run_id": run_id, "task": case.label.task}
-        run = {"storage_path": object_store.path(tenant, "checkpoints"),
-               "storage_filesystem": object_store.filesystem(), "run_name": run_name,
-               "resume_from": resume_from, "num_workers": config.num_workers,
-               "cpus_per_worker": config.cpus_per_worker, "max_failures": config.max_failures}
+        run = fit_args(config, CheckpointStorage(object_store.path(tenant, "checkpoints"),
+                                                 object_store.filesystem()),
+                       run_name, resume_from)
         # rank 0 (or the task) logs each epoch to MLflow as it ends: the run log shows it
         with streamed_lines(lambda: epoch_lines(mlflow, run_id, config.epochs),
                             context.log.info):
