@@ -158,7 +158,9 @@ def evaluated_run(page) -> str:
     page.keyboard.press("Escape")
     page.get_by_text("Config", exact=True).click()  # a short training, set as a person would
     page.get_by_role("button", name="Add config").click()
-    page.locator(".CodeMirror").last.click()
+    # the dialog's own editor: it mounts after its schema loads, and until then the only
+    # CodeMirror on the page is the asset filter behind the dialog
+    page.get_by_role("dialog").filter(has_text="Config Editor").locator(".CodeMirror").click()
     page.keyboard.insert_text(
         f"ops: {{churn__trained_model: {{config: {{epochs: {EPOCHS}, num_workers: 1}}}}}}")
     page.get_by_role("button", name="Save config").click()
