@@ -78,14 +78,10 @@ def _baseline(mlflow: MlflowRegistry, tenant: Tenant, features: pd.DataFrame,
 
 def _report_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
     """ROC curves and a reliability diagram (calibration) of each model on the holdout."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, (roc, calibration) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80)
+    fig, (roc, calibration) = _figure()
     for name, p in curves.items():
         fpr, tpr, _ = roc_curve(y, p)
         roc.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
@@ -102,12 +98,7 @@ def _report_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
 
 def _regression_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
     """Predicted against actual, and the residuals' distribution, of each model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (scatter, residuals) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80)
+    fig, (scatter, residuals) = _figure()
     for name, p in curves.items():
         scatter.scatter(y, p, s=4, alpha=0.4, label=name)
         residuals.hist(p - y, bins=40, alpha=0.5, label=name)
@@ -120,12 +111,18 @@ def _regression_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
     return _png(fig)
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+def _figure():
+    """A figure of two plots side by side, and its axes: a plain Figure, not pyplot's, which
+    keeps every figure in global state until closed and needs a backend chosen."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(9, 4.2), dpi=80)
+    return fig, fig.subplots(1, 2)
+
+
+def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
