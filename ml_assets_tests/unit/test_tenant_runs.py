@@ -185,3 +185,19 @@ def test_the_retry_sensor_runs_each_failed_tenant_alone(instance, tmp_path):
     retry = run(instance, tmp_path, bad={"t2"}, tenants_of_run=["t2"],
                 selection=["source", "scored", "registered", "announced"])
     assert not retry.success
+
+
+def test_a_partition_named_like_a_path_fails_alone_and_writes_under_the_base_dir(instance,
+                                                                                 tmp_path):
+    # the UI's launch dialog creates any partition key Dagster accepts, '..' included
+    escape = "../../escaped"
+    instance.add_dynamic_partitions("tenant", [escape])
+    result = run(instance, tmp_path / "io", bad=set(), tenants_of_run=[*TENANTS, escape])
+    assert result.success
+    sources = result.output_for_node("source")
+    assert sources["t5"] == 5 and isinstance(sources[escape], TenantFailed)
+    assert "invalid literal" in sources[escape].error
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
+               and not p.is_relative_to(tmp_path / "dagster")}
+    assert written and all(path.startswith("io/") for path in written), written
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
