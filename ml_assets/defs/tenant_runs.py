@@ -7,6 +7,7 @@ blocking check, stops that tenant alone, and the steps after skip it."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import traceback
@@ -263,6 +264,12 @@ def blocks(ordered: list[str], wanted: set[str]) -> list[list[str]]:
                 found.append([tenant])
         previous = tenant in wanted
     return found
+
+
+def batch_key(due: dict[str, str]) -> str:
+    """A run key for a batch of tenants from why each is due ({tenant: its own run key}): the
+    same batch for the same reasons is asked for once."""
+    return hashlib.sha256(json.dumps(due, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_requests(ordered: list[str], wanted: set[str], run_key: str,

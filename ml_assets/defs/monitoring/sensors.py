@@ -1,7 +1,6 @@
 """Monitor a tenant's model of a use case when new rows land in its prediction log, and every
 5 minutes while it is deployed."""
 
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +8,7 @@ import dagster as dg
 
 from ml_assets import names
 from ml_assets.defs.scope import key
-from ml_assets.defs.tenant_runs import run_requests
+from ml_assets.defs.tenant_runs import batch_key, run_requests
 from ml_assets.resources.object_store import ObjectStore
 from ml_assets.serving import prediction_log
 from ml_assets.tenants import Tenant, registered_tenants
@@ -52,8 +51,7 @@ def build(use_case: UseCase) -> list:
             if newest is not None and newest > cursor.get(tenant, ""):
                 fresh[tenant] = cursor[tenant] = newest
         # the tenants with new rows are monitored together: a run per unbroken block of them
-        run_key = hashlib.sha256(json.dumps(fresh, sort_keys=True).encode()).hexdigest()[:16]
-        requests = run_requests(tenants, set(fresh), run_key=run_key,
+        requests = run_requests(tenants, set(fresh), run_key=batch_key(fresh),
                                 tags={names.TRIGGER_TAG: "prediction_log"},
                                 asset_selection=[monitoring])
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

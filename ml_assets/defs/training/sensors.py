@@ -1,6 +1,5 @@
 """Retrain a tenant's model when new source data arrives or a monitoring check fails."""
 
-import hashlib
 import json
 import time
 
@@ -96,10 +95,9 @@ def retrain_sensor(context: dg.SensorEvaluationContext, feast: FeastStore,
                 continue
             for tenant in block:
                 cursor[f"{name}/{tenant}"].update(chosen[tenant]["state"])
-            run_key = hashlib.sha256(" ".join(
-                chosen[t]["run_key"] for t in block).encode()).hexdigest()[:16]
             requests += tenant_runs.run_requests(
-                tenants, set(block), run_key=run_key,
+                tenants, set(block),
+                run_key=tenant_runs.batch_key({t: chosen[t]["run_key"] for t in block}),
                 tags={names.TRIGGER_TAG: RETRAIN,
                       names.REASON_TAG: "; ".join(sorted({chosen[t]["reason"] for t in block}))},
                 asset_selection=[asset_key(name, k) for k in names.RETRAIN_ASSETS],
